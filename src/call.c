@@ -1,0 +1,177 @@
+/*
+ * call.c - POST {prefix}/call/: one function (PROTOCOL.md section 2), and
+ * the invalidation list of a mutation (section 5).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+#include "gateway.h"
+#include "invalidate.h"
+#include "log.h"
+#include "request.h"
+
+json_t *mizan_job_error_json(const mizan_exchange_t *ex, const mizan_job_t *job)
+{
+    mizan_code_t code = job->code != MIZAN_OK ? job->code : MIZAN_INTERNAL_ERROR;
+    if (code == MIZAN_INTERNAL_ERROR) {
+        json_t *f = json_pack("{s:s, s:s, s:s}", "request_id", ex->rid, "function", job->fn->name, "reason",
+                              job->message != NULL ? job->message : "unspecified");
+        mizan_log_fields(MIZAN_LOG_ERROR, "function failed", f);
+        json_decref(f);
+        return json_pack("{s:s, s:s, s:{s:s}}", "code", "INTERNAL_ERROR", "message", "internal error", "details",
+                         "request_id", ex->rid);
+    }
+    return json_pack("{s:s, s:s, s:O}", "code", mizan_code_name(code), "message",
+                     job->message != NULL ? job->message : mizan_code_name(code), "details",
+                     job->details != NULL ? job->details : json_null());
+}
+
+/* The mutation's effects are recorded (or failed): answer the client. */
+static void invalidated(mizan_exchange_t *ex, json_t *targets, int rc)
+{
+    mizan_job_t *job = ex->jobs[0];
+    if (rc < 0) {
+        json_decref(targets);
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "recording invalidations failed", NULL);
+        return;
+    }
+    json_t *body = json_pack("{s:O, s:o}", "result", job->result, "invalidate", targets);
+    mizan_reply_json(ex, body);
+}
+
+/* The function's job is back or timed out. */
+static void call_done(mizan_exchange_t *ex)
+{
+    mizan_job_t *job = ex->jobs[0];
+    if (job == NULL) {
+        mizan_reply_error(ex, MIZAN_TIMEOUT, "function timed out", NULL);
+        return;
+    }
+    if (job->code != MIZAN_OK) {
+        if (job->code == MIZAN_INTERNAL_ERROR) {
+            mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, job->message, NULL);
+            return;
+        }
+        json_t *details = job->details;
+        job->details = NULL;
+        mizan_reply_error(ex, job->code, job->message, details);
+        return;
+    }
+    if (ex->fn->kind != MIZAN_MUTATION) {
+        mizan_reply_json(ex, json_pack("{s:O}", "result", job->result));
+        return;
+    }
+    json_t *targets = mizan_invalidate_targets(ex->fn, job->args, job->targets);
+    if (targets == NULL) {
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot build the invalidation list", NULL);
+        return;
+    }
+    mizan_invalidate_apply(ex, targets, invalidated);
+}
+
+/* Checks the body shape of PROTOCOL section 2; answers and returns NULL on failure. */
+static json_t *read_body(mizan_exchange_t *ex, const char **fname)
+{
+    const mizan_config_t *cfg = &ex->loop->gw->cfg;
+    struct evbuffer *in = evhttp_request_get_input_buffer(ex->req);
+    size_t len = evbuffer_get_length(in);
+    if (len > cfg->max_body_bytes) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request body is over the %zu byte limit", cfg->max_body_bytes);
+        mizan_reply_error(ex, MIZAN_PAYLOAD_TOO_LARGE, msg, NULL);
+        return NULL;
+    }
+    const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(ex->req), "Content-Type");
+    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
+        mizan_reply_error(ex, MIZAN_BAD_REQUEST, "Content-Type must be application/json", NULL);
+        return NULL;
+    }
+    mizan_err_t err = {{0}};
+    const char *buf = (const char *)evbuffer_pullup(in, -1);
+    json_t *body = mizan_request_parse_json(buf, len, cfg->max_json_depth, &err);
+    if (body == NULL) {
+        mizan_reply_error(ex, MIZAN_BAD_REQUEST, err.msg, NULL);
+        return NULL;
+    }
+    const char *why = NULL;
+    json_t *fn = json_object_get(body, "function"), *args = json_object_get(body, "args");
+    if (!json_is_object(body))
+        why = "the body must be a JSON object {\"function\": ..., \"args\": {...}}";
+    else if (fn == NULL)
+        why = "member \"function\" is required";
+    else if (!json_is_string(fn))
+        why = "member \"function\" must be a string";
+    else if (args != NULL && !json_is_object(args))
+        why = "member \"args\" must be an object";
+    else if (json_object_size(body) != 1 + (args != NULL))
+        why = "only \"function\" and \"args\" are allowed in the body";
+    if (why != NULL) {
+        json_decref(body);
+        mizan_reply_error(ex, MIZAN_BAD_REQUEST, why, NULL);
+        return NULL;
+    }
+    *fname = json_string_value(fn);
+    return body;
+}
+
+void mizan_call_handle(mizan_exchange_t *ex)
+{
+    mizan_gateway_t *gw = ex->loop->gw;
+    const char *fname = NULL;
+    json_t *body = read_body(ex, &fname);
+    if (body == NULL)
+        return;
+    snprintf(ex->target, sizeof(ex->target), "%s", fname);
+    const mizan_function_t *fn = mizan_registry_function(&gw->reg, fname);
+    if (fn == NULL) {
+        json_decref(body);
+        mizan_reply_error(ex, MIZAN_NOT_FOUND, "unknown function", NULL);
+        return;
+    }
+    ex->fn = fn;
+    mizan_code_t auth = mizan_auth_check(&fn->auth, &ex->caller->id);
+    if (auth != MIZAN_OK) {
+        json_decref(body);
+        mizan_reply_error(ex, auth, auth == MIZAN_UNAUTHORIZED ? "this function requires a token" : NULL, NULL);
+        return;
+    }
+    json_t *args = json_object_get(body, "args");
+    args = args != NULL ? json_incref(args) : json_object();
+    json_decref(body);
+    json_t *errors = json_array();
+    int nerr = args != NULL && errors != NULL ? mizan_schema_validate(fn->schema, args, "args", errors) : -1;
+    if (nerr != 0) {
+        json_decref(args);
+        if (nerr < 0) {
+            json_decref(errors);
+            mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "validation failed to run", NULL);
+        } else {
+            mizan_reply_invalid(ex, errors);
+        }
+        return;
+    }
+    json_decref(errors);
+    if (fn->handler == NULL) {
+        json_decref(args);
+        mizan_reply_error(ex, MIZAN_NOT_IMPLEMENTED, "this function is declared but has no handler", NULL);
+        return;
+    }
+    ex->jobs = calloc(1, sizeof(*ex->jobs));
+    ex->njobs = 1;
+    if (ex->jobs == NULL || (ex->jobs[0] = mizan_job_new(fn, args, ex->caller)) == NULL) {
+        if (ex->jobs == NULL)
+            json_decref(args);
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
+        return;
+    }
+    ex->done = call_done;
+    if (mizan_exchange_submit(ex) < 0) {
+        mizan_reply_header(ex, "Retry-After", "1");
+        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is overloaded; retry shortly", NULL);
+    }
+}

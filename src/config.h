@@ -1,0 +1,71 @@
+/*
+ * config.h - the gateway configuration: one JSON file, environment
+ * overrides, documented defaults (docs/configuration.md mirrors the table
+ * in config.c, which is the single source of the defaults).
+ *
+ * Loaded once at start-up on the main thread; immutable afterwards, so every
+ * thread may read it without locking.
+ */
+#ifndef MIZAN_CONFIG_H
+#define MIZAN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "error.h"
+#include "token.h"
+
+/** A module named in the config. */
+typedef struct mizan_module_conf {
+    char *name;     /**< module name (also the .so base name when no path) */
+    char *path;     /**< resolved absolute path of the shared object */
+    json_t *config; /**< the module's own config object (owned) */
+} mizan_module_conf_t;
+
+/** The whole configuration (see the table in config.c for defaults). */
+typedef struct mizan_config {
+    char *file;                /**< path of the config file as given */
+    char *dir;                 /**< absolute directory of the config file */
+    char *listen_host;         /**< numeric host to bind */
+    int listen_port;           /**< port; 0 picks a free one (tests) */
+    int io_threads;            /**< evhttp loops on SO_REUSEPORT listeners */
+    int workers;               /**< worker threads */
+    int queue_size;            /**< bounded job queue capacity */
+    int function_timeout_ms;   /**< default per-function deadline */
+    size_t max_body_bytes;     /**< request body limit (413 above) */
+    size_t max_header_bytes;   /**< request header block limit */
+    int idle_timeout_s;        /**< keep-alive idle and slow-client timeout */
+    int drain_timeout_ms;      /**< graceful shutdown budget */
+    int max_json_depth;        /**< nesting limit of request JSON */
+    int backlog;               /**< listen(2) backlog */
+    char *api_prefix;          /**< "/api/mizan" */
+    int log_level;             /**< mizan_log_level_t */
+    char *instance;            /**< instance id in logs and events */
+    mizan_token_keys_t tokens; /**< token keys, leeway */
+    bool token_secret_generated; /**< no secret configured: a random one */
+    char *token_cookie;        /**< cookie carrying an MWT */
+    unsigned char cache_secret[256]; /**< HMAC key of cache keys */
+    size_t cache_secret_len;
+    bool cache_secret_generated;
+    char *redis_url;           /**< NULL or "": embedded cache */
+    char *cache_prefix;        /**< key prefix, "mizan:" */
+    size_t cache_max_bytes;    /**< embedded cache byte bound */
+    char *module_dir;          /**< where bare module names are found */
+    mizan_module_conf_t *modules;
+    size_t nmodules;
+} mizan_config_t;
+
+/**
+ * Loads path, applies environment overrides and validates. On failure
+ * returns -1 and err names the file and line:column (syntax) or the field,
+ * and says how to fix it. exe_dir is the directory of the running mizand
+ * (default module directory is exe_dir/modules).
+ */
+int mizan_config_load(mizan_config_t *cfg, const char *path, const char *exe_dir, mizan_err_t *err);
+
+/** Releases everything mizan_config_load() allocated. */
+void mizan_config_deinit(mizan_config_t *cfg);
+
+#endif /* MIZAN_CONFIG_H */

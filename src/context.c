@@ -1,0 +1,196 @@
+/*
+ * context.c - GET {prefix}/ctx/{name}/: every function of a context run
+ * concurrently on the worker pool and returned as one bundle (PROTOCOL.md
+ * section 5).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/http.h>
+
+#include "gateway.h"
+#include "log.h"
+#include "request.h"
+
+static bool type_listed(const json_t *types, const char *t)
+{
+    if (json_is_string(types))
+        return strcmp(json_string_value(types), t) == 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(types, i, v) if (json_is_string(v) && strcmp(json_string_value(v), t) == 0) return true;
+    return false;
+}
+
+/*
+ * Coerces a query-string value by the param's declared types: integer
+ * ("5"), boolean ("true"/"false"), null ("" or "null"), else string. A value
+ * that fits no declared type stays a string so validation reports it.
+ * Returns a new reference.
+ */
+static json_t *coerce(const json_t *types, const char *s)
+{
+    if (type_listed(types, "integer")) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(s, &end, 10);
+        if (s[0] != '\0' && *end == '\0' && errno == 0 && s[0] != '+' && s[0] != ' ' && s[0] != '\t')
+            return json_integer(n);
+    }
+    if (type_listed(types, "boolean")) {
+        if (strcmp(s, "true") == 0)
+            return json_true();
+        if (strcmp(s, "false") == 0)
+            return json_false();
+    }
+    if (type_listed(types, "null") && (s[0] == '\0' || strcmp(s, "null") == 0))
+        return json_null();
+    return json_string(s);
+}
+
+/* Decodes, coerces and validates the params; answers and returns NULL on failure. */
+static json_t *read_params(mizan_exchange_t *ex, const mizan_context_t *c)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ex->req);
+    mizan_err_t err = {{0}};
+    json_t *raw = mizan_request_parse_query(uri != NULL ? evhttp_uri_get_query(uri) : NULL, &err);
+    if (raw == NULL) {
+        mizan_reply_error(ex, MIZAN_BAD_REQUEST, err.msg, NULL);
+        return NULL;
+    }
+    json_t *params = json_object();
+    const char *key;
+    json_t *value;
+    json_object_foreach(raw, key, value)
+    {
+        const json_t *types = NULL;
+        for (size_t i = 0; i < c->nparams; i++)
+            if (strcmp(c->param_names[i], key) == 0)
+                types = c->param_types[i];
+        json_object_set_new(params, key, types != NULL ? coerce(types, json_string_value(value)) : json_incref(value));
+    }
+    json_decref(raw);
+    json_t *errors = json_array();
+    int nerr = params != NULL && errors != NULL ? mizan_schema_validate(c->params, params, "params", errors) : -1;
+    if (nerr == 0) {
+        json_decref(errors);
+        return params;
+    }
+    json_decref(params);
+    if (nerr < 0) {
+        json_decref(errors);
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "validation failed to run", NULL);
+    } else {
+        mizan_reply_invalid(ex, errors);
+    }
+    return NULL;
+}
+
+/* The args one function of the context receives (new reference). */
+static json_t *args_for(const mizan_function_t *fn, const json_t *params)
+{
+    if (fn->open_args)
+        return json_deep_copy(params);
+    json_t *args = json_object();
+    for (size_t i = 0; args != NULL && i < fn->nargs; i++) {
+        json_t *v = json_object_get(params, fn->arg_names[i]);
+        if (v != NULL)
+            json_object_set_new(args, fn->arg_names[i], json_deep_copy(v));
+    }
+    return args;
+}
+
+static void context_done(mizan_exchange_t *ex)
+{
+    for (size_t i = 0; i < ex->njobs; i++) {
+        mizan_job_t *job = ex->jobs[i];
+        if (job == NULL)
+            continue;
+        if (job->code == MIZAN_OK)
+            json_object_set(ex->data, job->fn->name, job->result);
+        else
+            json_object_set_new(ex->errors, job->fn->name, mizan_job_error_json(ex, job));
+    }
+    ex->cache = "BYPASS";
+    mizan_reply_header(ex, "X-Mizan-Cache", ex->cache);
+    json_t *body = json_pack("{s:s, s:O, s:O, s:O}", "context", ex->ctx->name, "params", ex->params, "data", ex->data,
+                             "errors", ex->errors);
+    mizan_reply_json(ex, body);
+}
+
+void mizan_context_handle(mizan_exchange_t *ex, const char *name)
+{
+    mizan_gateway_t *gw = ex->loop->gw;
+    snprintf(ex->target, sizeof(ex->target), "%s", name);
+    const mizan_context_t *c = mizan_registry_context(&gw->reg, name);
+    if (c == NULL) {
+        mizan_reply_error(ex, MIZAN_NOT_FOUND, "unknown context", NULL);
+        return;
+    }
+    ex->ctx = c;
+    /* Who may ask comes before what is asked. */
+    if (c->scope == MIZAN_SCOPE_USER && ex->caller->id.sub == NULL) {
+        mizan_reply_error(ex, MIZAN_UNAUTHORIZED, "this context is per user and requires a token", NULL);
+        return;
+    }
+    mizan_code_t worst = MIZAN_OK;
+    for (size_t i = 0; i < c->nfns && worst != MIZAN_UNAUTHORIZED; i++) {
+        mizan_code_t a = mizan_auth_check(&c->fns[i]->auth, &ex->caller->id);
+        if (a != MIZAN_OK)
+            worst = a;
+    }
+    if (worst != MIZAN_OK) {
+        mizan_reply_error(ex, worst, worst == MIZAN_UNAUTHORIZED ? "this context requires a token" : NULL, NULL);
+        return;
+    }
+    if ((ex->params = read_params(ex, c)) == NULL)
+        return;
+    ex->data = json_object();
+    ex->errors = json_object();
+    ex->jobs = calloc(c->nfns, sizeof(*ex->jobs));
+    ex->njobs = c->nfns;
+    if (ex->data == NULL || ex->errors == NULL || ex->jobs == NULL) {
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
+        return;
+    }
+    for (size_t i = 0; i < c->nfns; i++) {
+        const mizan_function_t *fn = c->fns[i];
+        if (fn->handler == NULL) {
+            json_object_set_new(ex->errors, fn->name,
+                                json_pack("{s:s, s:s, s:n}", "code", "NOT_IMPLEMENTED", "message",
+                                          "this function is declared but has no handler", "details"));
+            continue;
+        }
+        json_t *args = args_for(fn, ex->params);
+        json_t *errors = json_array();
+        int nerr = args != NULL && errors != NULL ? mizan_schema_validate(fn->schema, args, "params", errors) : -1;
+        if (nerr != 0) {
+            json_decref(args);
+            json_object_set_new(ex->errors, fn->name,
+                                nerr < 0 ? json_pack("{s:s, s:s, s:n}", "code", "INTERNAL_ERROR", "message",
+                                                     "internal error", "details")
+                                         : json_pack("{s:s, s:s, s:o}", "code", "VALIDATION_FAILED", "message",
+                                                     "the context's params do not fit this function", "details",
+                                                     errors));
+            if (nerr < 0)
+                json_decref(errors);
+            continue;
+        }
+        json_decref(errors);
+        if ((ex->jobs[i] = mizan_job_new(fn, args, ex->caller)) == NULL) {
+            mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
+            return;
+        }
+    }
+    ex->done = context_done;
+    if (mizan_exchange_submit(ex) < 0) {
+        mizan_reply_header(ex, "Retry-After", "1");
+        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is overloaded; retry shortly", NULL);
+        return;
+    }
+    if (ex->pending == 0)
+        context_done(ex);
+}

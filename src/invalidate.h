@@ -1,0 +1,31 @@
+/*
+ * invalidate.h - what a mutation made stale (PROTOCOL.md section 5):
+ * building the target list with auto-scoping, then recording it (revision
+ * bumps and events) before the mutation's response is sent.
+ */
+#ifndef MIZAN_INVALIDATE_H
+#define MIZAN_INVALIDATE_H
+
+#include <jansson.h>
+
+#include "gateway.h"
+
+/**
+ * The targets of a successful mutation (new array): for each context the
+ * function invalidates, {"context": C, "params": {...}} when every param of
+ * C is an arg of the mutation and those args validate as C's params, else
+ * {"context": C}; then the handler's run-time targets (borrowed, may be
+ * NULL), scoped the same way; duplicates dropped. NULL on allocation failure.
+ */
+json_t *mizan_invalidate_targets(const mizan_function_t *fn, const json_t *args, const json_t *runtime);
+
+/** Called on the loop once the targets are recorded (rc 0) or failed (-1); steals targets. */
+typedef void (*mizan_invalidated_fn)(mizan_exchange_t *ex, json_t *targets, int rc);
+
+/**
+ * Records targets (stolen): bumps revisions and publishes events, then
+ * calls done on the exchange's loop. Loop thread.
+ */
+void mizan_invalidate_apply(mizan_exchange_t *ex, json_t *targets, mizan_invalidated_fn done);
+
+#endif /* MIZAN_INVALIDATE_H */

@@ -1,0 +1,211 @@
+/*
+ * job.c - the handler-facing side of an invocation: the mizan_req_* API of
+ * include/mizan/mizan.h, callers, and running a handler on a worker.
+ */
+#include "job.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "registry.h"
+
+/* Set once at shutdown; read by every handler through mizan_req_cancelled. */
+static atomic_bool shutting_down;
+
+static mizan_caller_t anonymous = {.refs = 1};
+
+mizan_caller_t *mizan_caller_anonymous(void)
+{
+    return &anonymous;
+}
+
+mizan_caller_t *mizan_caller_new(mizan_token_claims_t *claims)
+{
+    mizan_caller_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        mizan_token_claims_deinit(claims);
+        return NULL;
+    }
+    atomic_init(&c->refs, 1);
+    c->claims = *claims;
+    memset(claims, 0, sizeof(*claims));
+    mizan_token_claims_identity(&c->claims, &c->id);
+    return c;
+}
+
+mizan_caller_t *mizan_caller_ref(mizan_caller_t *c)
+{
+    if (c != NULL && c != &anonymous)
+        atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void mizan_caller_unref(mizan_caller_t *c)
+{
+    if (c == NULL || c == &anonymous)
+        return;
+    if (atomic_fetch_sub(&c->refs, 1) == 1) {
+        mizan_token_claims_deinit(&c->claims);
+        free(c);
+    }
+}
+
+mizan_job_t *mizan_job_new(const mizan_function_t *fn, json_t *args, mizan_caller_t *caller)
+{
+    mizan_job_t *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        json_decref(args);
+        return NULL;
+    }
+    job->fn = fn;
+    job->args = args;
+    job->caller = mizan_caller_ref(caller);
+    job->code = MIZAN_OK;
+    atomic_init(&job->cancelled, false);
+    return job;
+}
+
+void mizan_job_free(mizan_job_t *job)
+{
+    if (job == NULL)
+        return;
+    json_decref(job->args);
+    json_decref(job->result);
+    json_decref(job->details);
+    json_decref(job->targets);
+    free(job->message);
+    mizan_caller_unref(job->caller);
+    free(job);
+}
+
+void mizan_job_cancel_all(void)
+{
+    atomic_store(&shutting_down, true);
+}
+
+static long elapsed_us(const struct timespec *a, const struct timespec *b)
+{
+    return (long)((b->tv_sec - a->tv_sec) * 1000000L + (b->tv_nsec - a->tv_nsec) / 1000L);
+}
+
+void mizan_job_run(mizan_job_t *job)
+{
+    if (mizan_req_cancelled(job))
+        return;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    job->ran = true;
+    int rc = job->fn->handler(job);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    job->run_us = elapsed_us(&t0, &t1);
+    if (rc != 0 && job->code == MIZAN_OK)
+        mizan_req_error(job, MIZAN_INTERNAL_ERROR, "handler failed without raising an error", NULL);
+    if (rc == 0 && job->code != MIZAN_OK) {
+        /* An error raised and then success returned: the error stands. */
+        json_decref(job->result);
+        job->result = NULL;
+    }
+    if (job->code == MIZAN_OK && job->result == NULL)
+        job->result = json_null();
+}
+
+/* ---- the module-facing API ------------------------------------------ */
+
+const json_t *mizan_req_args(const mizan_req_t *req)
+{
+    return req->args;
+}
+
+const mizan_identity_t *mizan_req_identity(const mizan_req_t *req)
+{
+    return &req->caller->id;
+}
+
+void *mizan_req_module_data(const mizan_req_t *req)
+{
+    return req->fn->module != NULL ? req->fn->module->data : NULL;
+}
+
+const char *mizan_req_function(const mizan_req_t *req)
+{
+    return req->fn->name;
+}
+
+bool mizan_req_cancelled(const mizan_req_t *req)
+{
+    return atomic_load(&req->cancelled) || atomic_load(&shutting_down);
+}
+
+int mizan_req_sleep(const mizan_req_t *req, long ms)
+{
+    struct timespec now, until;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    until = now;
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    /* Sleep in short slices so cancellation is noticed within 5 ms. */
+    for (;;) {
+        if (mizan_req_cancelled(req))
+            return -1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left_us = elapsed_us(&now, &until);
+        if (left_us <= 0)
+            return 0;
+        long slice_us = left_us < 5000 ? left_us : 5000;
+        struct timespec slice = {0, slice_us * 1000L};
+        while (nanosleep(&slice, &slice) != 0 && errno == EINTR)
+            ;
+    }
+}
+
+void mizan_req_result(mizan_req_t *req, json_t *result)
+{
+    json_decref(req->result);
+    req->result = result != NULL ? result : json_null();
+}
+
+int mizan_req_error(mizan_req_t *req, mizan_code_t code, const char *message, json_t *details)
+{
+    if (code == MIZAN_OK)
+        code = MIZAN_INTERNAL_ERROR;
+    req->code = code;
+    free(req->message);
+    req->message = message != NULL ? strdup(message) : NULL;
+    json_decref(req->details);
+    req->details = details;
+    return -1;
+}
+
+int mizan_req_invalidate(mizan_req_t *req, const char *context, json_t *params)
+{
+    if (params != NULL && !json_is_object(params)) {
+        json_decref(params);
+        return -1;
+    }
+    if (req->fn->kind != MIZAN_MUTATION) {
+        json_decref(params);
+        return 0;
+    }
+    const mizan_registry_t *reg = req->fn->module != NULL ? req->fn->module->reg : NULL;
+    if (context == NULL || reg == NULL || mizan_registry_context(reg, context) == NULL ||
+        (req->targets == NULL && (req->targets = json_array()) == NULL)) {
+        json_decref(params);
+        return -1;
+    }
+    json_t *t = json_pack("{s:s}", "context", context);
+    if (t == NULL) {
+        json_decref(params);
+        return -1;
+    }
+    if (params != NULL)
+        json_object_set_new(t, "params", params);
+    json_array_append_new(req->targets, t);
+    return 0;
+}

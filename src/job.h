@@ -1,0 +1,89 @@
+/*
+ * job.h - one invocation of a function (struct mizan_req): what the handler
+ * sees through the mizan_req_* API, and what travels between an I/O loop
+ * and a worker.
+ *
+ * DESIGN: a job is created on an I/O loop, handed to the worker pool, run
+ * once on a worker, and handed back to the loop that created it. Ownership
+ * moves with the hand-offs, never shared, with two exceptions: `cancelled`
+ * (atomic, set by the loop at the deadline or at shutdown, read by the
+ * handler) and the caller identity (refcounted, immutable). The loop always
+ * frees the job, after the worker handed it back, whether the exchange that
+ * wanted it is still waiting (`owner` set) or gave up at the deadline
+ * (`owner` NULL): a late handler therefore finishes harmlessly, its result
+ * discarded.
+ */
+#ifndef MIZAN_JOB_H
+#define MIZAN_JOB_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "mizan/mizan.h"
+#include "token.h"
+
+struct mizan_function;
+struct mizan_loop;
+struct mizan_exchange;
+struct event;
+
+/** A verified caller shared by the jobs of one request; refcounted. */
+typedef struct mizan_caller {
+    atomic_int refs;             /**< references; freed at zero */
+    mizan_token_claims_t claims; /**< owned strings */
+    mizan_identity_t id;         /**< borrows from claims */
+} mizan_caller_t;
+
+/** The anonymous caller (static; ref/unref are no-ops on it). */
+mizan_caller_t *mizan_caller_anonymous(void);
+
+/** Wraps verified claims (stolen) in a new caller with one reference. */
+mizan_caller_t *mizan_caller_new(mizan_token_claims_t *claims);
+mizan_caller_t *mizan_caller_ref(mizan_caller_t *c);
+void mizan_caller_unref(mizan_caller_t *c);
+
+struct mizan_req {
+    /* Set by the loop before submission; read-only afterwards. */
+    const struct mizan_function *fn; /**< what to run */
+    json_t *args;                    /**< owned; validated, defaults filled */
+    mizan_caller_t *caller;          /**< one reference */
+    struct timespec deadline;        /**< CLOCK_MONOTONIC */
+    struct mizan_loop *loop;         /**< the loop to hand the job back to */
+
+    /* Written by the worker while running; read by the loop after hand-back. */
+    json_t *result;                  /**< owned; NULL until set */
+    mizan_code_t code;               /**< MIZAN_OK unless an error was raised */
+    char *message;                   /**< owned error message or NULL */
+    json_t *details;                 /**< owned error details or NULL */
+    json_t *targets;                 /**< owned array of run-time invalidation targets */
+    bool ran;                        /**< false when skipped (cancelled before start) */
+    long run_us;                     /**< handler duration */
+
+    atomic_bool cancelled;           /**< deadline passed or shutting down */
+
+    /* Loop-thread only. */
+    struct mizan_exchange *owner;    /**< waiting exchange; NULL once abandoned */
+    int slot;                        /**< index of this job in the owner */
+    struct event *timer;             /**< deadline timer */
+    bool back;                       /**< handed back to the loop */
+    struct mizan_req *next;          /**< queue link (pool and completion queues) */
+};
+
+typedef struct mizan_req mizan_job_t;
+
+/** A new job for fn with args (stolen) and caller (a reference is taken). */
+mizan_job_t *mizan_job_new(const struct mizan_function *fn, json_t *args, mizan_caller_t *caller);
+
+/** Frees a job (loop thread, after hand-back). NULL ok. */
+void mizan_job_free(mizan_job_t *job);
+
+/** Runs the handler on the calling (worker) thread, recording the outcome. */
+void mizan_job_run(mizan_job_t *job);
+
+/** Process-wide shutdown flag: makes every mizan_req_cancelled() true. */
+void mizan_job_cancel_all(void);
+
+#endif /* MIZAN_JOB_H */

@@ -1,0 +1,377 @@
+/*
+ * loop.c - the I/O loops: listener, evhttp, the completion queue through
+ * which workers hand jobs back, deadline timers, and the exchange life
+ * cycle.
+ *
+ * DESIGN: the only calls that cross threads are mizan_loop_complete()
+ * (worker -> loop: append under `lock`, event_active only when the queue
+ * goes from empty to non-empty, the loop drains the whole queue at once)
+ * and event_base_once()/event_base_loopbreak() from the main thread, which
+ * libevent makes thread-safe after evthread_use_pthreads(). Everything else
+ * in a loop is touched only by its own thread.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "gateway.h"
+#include "log.h"
+
+/* ---- completion queue -------------------------------------------------- */
+
+void mizan_loop_complete(mizan_job_t *job)
+{
+    mizan_loop_t *loop = job->loop;
+    pthread_mutex_lock(&loop->lock);
+    bool was_empty = loop->done_head == NULL;
+    job->next = NULL;
+    if (loop->done_tail != NULL)
+        loop->done_tail->next = job;
+    else
+        loop->done_head = job;
+    loop->done_tail = job;
+    pthread_mutex_unlock(&loop->lock);
+    if (was_empty)
+        event_active(loop->wake, EV_READ, 0);
+}
+
+static void job_release(mizan_job_t *job)
+{
+    if (job->timer != NULL)
+        event_free(job->timer);
+    mizan_job_free(job);
+}
+
+/* A job is back from its worker (loop thread). */
+static void job_returned(mizan_loop_t *loop, mizan_job_t *job)
+{
+    atomic_fetch_sub(&loop->outstanding, 1);
+    job->back = true;
+    if (job->timer != NULL)
+        evtimer_del(job->timer);
+    mizan_exchange_t *ex = job->owner;
+    if (ex == NULL) {
+        /* Abandoned at its deadline: the answer was already given. */
+        job_release(job);
+        return;
+    }
+    if (--ex->pending == 0)
+        ex->done(ex);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_loop_t *loop = arg;
+    pthread_mutex_lock(&loop->lock);
+    mizan_job_t *job = loop->done_head;
+    loop->done_head = loop->done_tail = NULL;
+    pthread_mutex_unlock(&loop->lock);
+    while (job != NULL) {
+        mizan_job_t *next = job->next;
+        job_returned(loop, job);
+        job = next;
+    }
+}
+
+/* A job's deadline passed before it came back (loop thread). */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_job_t *job = arg;
+    mizan_exchange_t *ex = job->owner;
+    atomic_store(&job->cancelled, true);
+    if (ex == NULL)
+        return;
+    job->owner = NULL;
+    ex->jobs[job->slot] = NULL;
+    mizan_log(MIZAN_LOG_WARN, "function %s passed its %d ms deadline (request %s)", job->fn->name,
+              job->fn->timeout_ms, ex->rid);
+    if (ex->errors != NULL) {
+        json_t *e = json_pack("{s:s, s:s, s:n}", "code", "TIMEOUT", "message", "function timed out", "details");
+        json_object_set_new(ex->errors, job->fn->name, e);
+    }
+    if (--ex->pending == 0)
+        ex->done(ex);
+}
+
+int mizan_exchange_submit(mizan_exchange_t *ex)
+{
+    mizan_loop_t *loop = ex->loop;
+    mizan_job_t *batch[64];
+    mizan_job_t **list = ex->njobs <= 64 ? batch : calloc(ex->njobs, sizeof(*list));
+    size_t n = 0;
+    if (list == NULL)
+        return -1;
+    for (size_t i = 0; i < ex->njobs; i++) {
+        mizan_job_t *job = ex->jobs[i];
+        if (job == NULL)
+            continue;
+        job->loop = loop;
+        job->owner = ex;
+        job->slot = (int)i;
+        job->timer = evtimer_new(loop->base, on_deadline, job);
+        if (job->timer == NULL)
+            goto fail;
+        list[n++] = job;
+    }
+    if (n > 0 && mizan_pool_submit(&loop->gw->pool, list, n) < 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        struct timeval tv = {list[i]->fn->timeout_ms / 1000, (list[i]->fn->timeout_ms % 1000) * 1000};
+        evtimer_add(list[i]->timer, &tv);
+    }
+    ex->pending = n;
+    atomic_fetch_add(&loop->outstanding, n);
+    if (list != batch)
+        free(list);
+    return 0;
+fail:
+    for (size_t i = 0; i < n; i++) {
+        event_free(list[i]->timer);
+        list[i]->timer = NULL;
+        list[i]->owner = NULL;
+    }
+    if (list != batch)
+        free(list);
+    return -1;
+}
+
+/* ---- exchanges --------------------------------------------------------- */
+
+static uint64_t next_random(mizan_loop_t *loop)
+{
+    /* xorshift128+: request ids need uniqueness, not secrecy. */
+    uint64_t s1 = loop->rng[0];
+    const uint64_t s0 = loop->rng[1];
+    loop->rng[0] = s0;
+    s1 ^= s1 << 23;
+    loop->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return loop->rng[1] + s0;
+}
+
+static bool sane_request_id(const char *v)
+{
+    size_t n = 0;
+    for (; v[n] != '\0'; n++)
+        if (n >= 128 || !((v[n] >= 'A' && v[n] <= 'Z') || (v[n] >= 'a' && v[n] <= 'z') ||
+                          (v[n] >= '0' && v[n] <= '9') || v[n] == '.' || v[n] == '_' || v[n] == '-'))
+            return false;
+    return n > 0;
+}
+
+mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *req)
+{
+    mizan_exchange_t *ex = calloc(1, sizeof(*ex));
+    if (ex == NULL)
+        return NULL;
+    ex->loop = loop;
+    ex->req = req;
+    ex->caller = mizan_caller_anonymous();
+    ex->route = "unknown";
+    clock_gettime(CLOCK_MONOTONIC, &ex->t0);
+    const char *rid = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    if (rid != NULL && sane_request_id(rid))
+        snprintf(ex->rid, sizeof(ex->rid), "%s", rid);
+    else
+        snprintf(ex->rid, sizeof(ex->rid), "%016llx%016llx", (unsigned long long)next_random(loop),
+                 (unsigned long long)next_random(loop));
+    ex->next = loop->live;
+    if (loop->live != NULL)
+        loop->live->prev = ex;
+    loop->live = ex;
+    atomic_fetch_add(&loop->nlive, 1);
+    return ex;
+}
+
+void mizan_exchange_finish(mizan_exchange_t *ex, int status)
+{
+    mizan_loop_t *loop = ex->loop;
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long long us = (long long)(t1.tv_sec - ex->t0.tv_sec) * 1000000LL + (t1.tv_nsec - ex->t0.tv_nsec) / 1000;
+    if (mizan_log_enabled(MIZAN_LOG_INFO)) {
+        json_t *f = json_pack("{s:s, s:s, s:i, s:I}", "request_id", ex->rid, "route", ex->route, "status", status,
+                              "duration_us", (json_int_t)us);
+        if (f != NULL && ex->target[0] != '\0')
+            json_object_set_new(f, ex->ctx != NULL ? "context" : "function", json_string(ex->target));
+        if (f != NULL && ex->cache != NULL)
+            json_object_set_new(f, "cache", json_string(ex->cache));
+        mizan_log_fields(MIZAN_LOG_INFO, "request", f);
+        json_decref(f);
+    }
+    for (size_t i = 0; i < ex->njobs; i++) {
+        mizan_job_t *job = ex->jobs[i];
+        if (job == NULL)
+            continue;
+        if (!job->back && job->timer != NULL) {
+            /* Still out (shutdown abort): let it come back on its own. */
+            job->owner = NULL;
+            atomic_store(&job->cancelled, true);
+            continue;
+        }
+        job_release(job);
+    }
+    free(ex->jobs);
+    json_decref(ex->params);
+    json_decref(ex->data);
+    json_decref(ex->errors);
+    mizan_caller_unref(ex->caller);
+    if (ex->prev != NULL)
+        ex->prev->next = ex->next;
+    else
+        loop->live = ex->next;
+    if (ex->next != NULL)
+        ex->next->prev = ex->prev;
+    atomic_fetch_sub(&loop->nlive, 1);
+    free(ex);
+}
+
+/* ---- listener and thread ---------------------------------------------- */
+
+static int open_listener(const mizan_config_t *cfg, int port, mizan_err_t *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int rc = getaddrinfo(cfg->listen_host, portstr, &hints, &ai);
+    if (rc != 0)
+        return mizan_err_set(err, "listen address \"%s\" is not a numeric IP address: %s", cfg->listen_host,
+                             gai_strerror(rc));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, cfg->backlog) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return mizan_err_set(err, "cannot listen on %s:%d: %s (is another process using it? set \"listen\" or MIZAN_LISTEN)",
+                             cfg->listen_host, port, strerror(e));
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static void *loop_main(void *arg)
+{
+    mizan_loop_t *loop = arg;
+    event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int port, mizan_err_t *err)
+{
+    const mizan_config_t *cfg = &gw->cfg;
+    loop->gw = gw;
+    loop->index = index;
+    loop->fd = -1;
+    pthread_mutex_init(&loop->lock, NULL);
+    if (getrandom(loop->rng, sizeof(loop->rng), 0) != sizeof(loop->rng)) {
+        loop->rng[0] = (uint64_t)time(NULL) ^ (uint64_t)index;
+        loop->rng[1] = (uint64_t)getpid() * 2654435761u + 1;
+    }
+    loop->base = event_base_new();
+    if (loop->base == NULL || (loop->http = evhttp_new(loop->base)) == NULL ||
+        (loop->wake = event_new(loop->base, -1, 0, on_wake, loop)) == NULL)
+        return mizan_err_set(err, "cannot create I/O loop %d", index);
+    evhttp_set_gencb(loop->http, mizan_route_request, loop);
+    evhttp_set_max_headers_size(loop->http, (ev_ssize_t)cfg->max_header_bytes);
+    /* Bodies up to 4x the limit are read and answered 413 in the envelope;
+     * larger declared bodies are cut off by evhttp itself. */
+    evhttp_set_max_body_size(loop->http, (ev_ssize_t)cfg->max_body_bytes * 4);
+    struct timeval idle = {cfg->idle_timeout_s, 0};
+    evhttp_set_timeout_tv(loop->http, &idle);
+    evhttp_set_allowed_methods(loop->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                                               EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    loop->fd = open_listener(cfg, port, err);
+    if (loop->fd < 0)
+        return -1;
+    loop->bound = evhttp_accept_socket_with_handle(loop->http, loop->fd);
+    if (loop->bound == NULL) {
+        close(loop->fd);
+        loop->fd = -1;
+        return mizan_err_set(err, "cannot accept on the listening socket");
+    }
+    if (pthread_create(&loop->thread, NULL, loop_main, loop) != 0)
+        return mizan_err_set(err, "cannot start I/O thread %d", index);
+    return 0;
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_loop_t *loop = arg;
+    if (loop->bound != NULL) {
+        evhttp_del_accept_socket(loop->http, loop->bound);
+        loop->bound = NULL;
+        loop->fd = -1;
+    }
+}
+
+void mizan_loop_begin_drain(mizan_loop_t *loop)
+{
+    event_base_once(loop->base, -1, EV_TIMEOUT, drain_cb, loop, NULL);
+}
+
+bool mizan_loop_idle(mizan_loop_t *loop)
+{
+    return atomic_load(&loop->nlive) == 0 && atomic_load(&loop->outstanding) == 0 &&
+           atomic_load(&loop->unsent) == 0;
+}
+
+static void abort_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_loop_t *loop = arg;
+    while (loop->live != NULL) {
+        mizan_exchange_t *ex = loop->live;
+        if (ex->req == NULL) {
+            /* Cannot happen: answered exchanges leave the list. */
+            break;
+        }
+        mizan_reply_header(ex, "Retry-After", "1");
+        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+    }
+}
+
+void mizan_loop_abort(mizan_loop_t *loop)
+{
+    event_base_once(loop->base, -1, EV_TIMEOUT, abort_cb, loop, NULL);
+}
+
+void mizan_loop_join(mizan_loop_t *loop)
+{
+    if (loop->base == NULL)
+        return;
+    if (loop->thread) {
+        event_base_loopbreak(loop->base);
+        pthread_join(loop->thread, NULL);
+    }
+    /* Jobs that never came back (a handler ignoring cancellation past the
+     * drain budget) are gone with the process; everything else is back. */
+    on_wake(-1, 0, loop);
+    if (loop->http != NULL)
+        evhttp_free(loop->http);
+    if (loop->wake != NULL)
+        event_free(loop->wake);
+    event_base_free(loop->base);
+    pthread_mutex_destroy(&loop->lock);
+    loop->base = NULL;
+}

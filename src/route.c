@@ -1,0 +1,154 @@
+/*
+ * route.c - the evhttp entry point: creates the exchange, matches the path
+ * against PROTOCOL.md section 1, identifies the caller, and dispatches to
+ * the call, context and small built-in endpoints.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/http.h>
+
+#include "gateway.h"
+#include "log.h"
+
+/* Strips one trailing slash (but not the root's) into out. */
+static void normalise(const char *path, char *out, size_t len)
+{
+    snprintf(out, len, "%s", path != NULL && path[0] != '\0' ? path : "/");
+    size_t n = strlen(out);
+    if (n > 1 && out[n - 1] == '/')
+        out[n - 1] = '\0';
+}
+
+/* 405 with the Allow header, unless method is allowed. */
+static bool method_ok(mizan_exchange_t *ex, enum evhttp_cmd_type allowed, const char *allow)
+{
+    if (evhttp_request_get_command(ex->req) == allowed)
+        return true;
+    mizan_reply_header(ex, "Allow", allow);
+    mizan_reply_error(ex, MIZAN_METHOD_NOT_ALLOWED, NULL, NULL);
+    return false;
+}
+
+/*
+ * Verifies the caller's token, if any. A malformed, badly signed, expired
+ * or not-yet-valid token is 401 on every API route, even one that needs no
+ * token. Returns false after answering.
+ */
+static bool identify(mizan_exchange_t *ex)
+{
+    const mizan_config_t *cfg = &ex->loop->gw->cfg;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(ex->req);
+    bool malformed = false;
+    size_t len = 0;
+    const char *tok = mizan_token_extract(evhttp_find_header(in, "Authorization"), evhttp_find_header(in, "Cookie"),
+                                          cfg->token_cookie, &len, &malformed);
+    if (malformed) {
+        mizan_reply_error(ex, MIZAN_UNAUTHORIZED, "the Authorization header must be \"Bearer <token>\"", NULL);
+        return false;
+    }
+    if (tok == NULL)
+        return true;
+    mizan_token_claims_t claims;
+    mizan_err_t err = {{0}};
+    if (mizan_token_verify(&cfg->tokens, tok, len, (long long)time(NULL), &claims, &err) < 0) {
+        mizan_reply_error(ex, MIZAN_UNAUTHORIZED, err.msg, NULL);
+        return false;
+    }
+    mizan_caller_t *caller = mizan_caller_new(&claims);
+    if (caller == NULL) {
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
+        return false;
+    }
+    ex->caller = caller;
+    return true;
+}
+
+static void handle_health(mizan_exchange_t *ex, bool ready)
+{
+    ex->route = ready ? "readyz" : "healthz";
+    if (!method_ok(ex, EVHTTP_REQ_GET, "GET"))
+        return;
+    mizan_gateway_t *gw = ex->loop->gw;
+    if (ready && atomic_load(&gw->draining)) {
+        mizan_reply_header(ex, "Retry-After", "1");
+        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+        return;
+    }
+    size_t queued, busy;
+    mizan_pool_load(&gw->pool, &queued, &busy);
+    json_t *body = ready ? json_pack("{s:s, s:i, s:i, s:i}", "status", "ready", "workers", gw->pool.nthreads,
+                                     "queued", (int)queued, "busy", (int)busy)
+                         : json_pack("{s:s, s:I}", "status", "ok", "uptime_s", (json_int_t)(time(NULL) - gw->started));
+    mizan_reply_json(ex, body);
+}
+
+static void handle_schema(mizan_exchange_t *ex)
+{
+    const char *text = ex->loop->gw->reg.schema_json;
+    mizan_reply_text(ex, 200, text, strlen(text));
+}
+
+void mizan_route_request(struct evhttp_request *req, void *arg)
+{
+    mizan_loop_t *loop = arg;
+    mizan_gateway_t *gw = loop->gw;
+    mizan_exchange_t *ex = mizan_exchange_new(loop, req);
+    if (ex == NULL) {
+        evhttp_send_error(req, 500, "Internal Server Error");
+        return;
+    }
+    if (atomic_load(&gw->draining)) {
+        ex->route = "draining";
+        mizan_reply_header(ex, "Retry-After", "1");
+        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    char path[1024];
+    const char *raw = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    if (raw == NULL || strlen(raw) >= sizeof(path)) {
+        mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
+        return;
+    }
+    normalise(raw, path, sizeof(path));
+
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+        handle_health(ex, path[1] == 'r');
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        /* Filled by the observability work; until then an unknown route. */
+        mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
+        return;
+    }
+    const char *prefix = gw->cfg.api_prefix;
+    size_t plen = strlen(prefix);
+    if (strncmp(path, prefix, plen) != 0 || (path[plen] != '/' && path[plen] != '\0')) {
+        mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
+        return;
+    }
+    const char *rest = path + plen;
+    if (strcmp(rest, "/call") == 0) {
+        ex->route = "call";
+        if (method_ok(ex, EVHTTP_REQ_POST, "POST") && identify(ex))
+            mizan_call_handle(ex);
+        return;
+    }
+    if (strncmp(rest, "/ctx/", 5) == 0 && rest[5] != '\0' && strchr(rest + 5, '/') == NULL) {
+        ex->route = "ctx";
+        if (method_ok(ex, EVHTTP_REQ_GET, "GET") && identify(ex))
+            mizan_context_handle(ex, rest + 5);
+        return;
+    }
+    if (strcmp(rest, "/schema") == 0) {
+        ex->route = "schema";
+        if (method_ok(ex, EVHTTP_REQ_GET, "GET") && identify(ex))
+            handle_schema(ex);
+        return;
+    }
+    /* /events is served by the cache and events work; unknown until then. */
+    mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
+}
