@@ -42,8 +42,8 @@ static void format_ts(char *out, size_t len)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);
+    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000L) % 1000);
 }
 
 /* Writes all of buf, retrying on short writes; a failing stderr is ignored. */
@@ -64,7 +64,7 @@ void mizan_log_fields(mizan_log_level_t level, const char *msg, const json_t *fi
         return;
     if ((int)level < 0 || level > MIZAN_LOG_ERROR)
         level = MIZAN_LOG_ERROR;
-    char ts[40];
+    char ts[80];
     format_ts(ts, sizeof(ts));
     json_t *line = json_object();
     if (line == NULL)

@@ -1,0 +1,329 @@
+/*
+ * cachekey.c - HMAC-SHA256 derivation of cache and revision keys
+ * (PROTOCOL.md section 6; the formulas are repeated in cachekey.h).
+ *
+ * The messages are fed to the MAC piece by piece rather than concatenated,
+ * so nothing but the canonical params text is allocated. The HMAC algorithm
+ * object is fetched from OpenSSL once and shared: an EVP_MAC is immutable
+ * and reference counted, and fetching it on every call costs a lookup under
+ * OpenSSL's store lock on a path every context request takes.
+ */
+#include "cachekey.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include "jcs.h"
+
+/* Domain labels; sizeof counts the trailing NUL, which is the "\0" the
+ * formulas put after each label. */
+static const char params_label[] = "mizan/v1/params";
+static const char perms_label[] = "mizan/v1/perms";
+static const char bundle_label[] = "mizan/v1/bundle";
+
+/* The shared HMAC algorithm: NULL until the first successful fetch. */
+static _Atomic(EVP_MAC *) shared_mac;
+
+/* One HMAC computation in progress. */
+struct mac {
+    EVP_MAC_CTX *ctx; /* owned; NULL once finished */
+    int failed;       /* an update failed; reported by mac_finish */
+};
+
+/* ------------------------------------------------------------------------ */
+/* HMAC                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* The shared HMAC algorithm, fetched on first use. NULL when OpenSSL cannot
+ * provide it (out of memory); a later call tries again. */
+static EVP_MAC *hmac_algorithm(void)
+{
+    EVP_MAC *mac = atomic_load_explicit(&shared_mac, memory_order_acquire);
+    if (mac != NULL)
+        return mac;
+    EVP_MAC *fresh = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    if (fresh == NULL)
+        return NULL;
+    EVP_MAC *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(&shared_mac, &expected, fresh,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return fresh;
+    /* Another thread published one first; use it and drop ours. */
+    EVP_MAC_free(fresh);
+    return expected;
+}
+
+static int mac_begin(struct mac *m, const mizan_cachekey_t *k, mizan_err_t *err)
+{
+    m->ctx = NULL;
+    m->failed = 0;
+    EVP_MAC *alg = hmac_algorithm();
+    if (alg == NULL)
+        return mizan_err_set(err, "cache key: HMAC unavailable from OpenSSL");
+    m->ctx = EVP_MAC_CTX_new(alg);
+    if (m->ctx == NULL)
+        return mizan_err_set(err, "cache key: out of memory");
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (EVP_MAC_init(m->ctx, k->secret, k->secret_len, params) != 1) {
+        EVP_MAC_CTX_free(m->ctx);
+        m->ctx = NULL;
+        return mizan_err_set(err, "cache key: HMAC-SHA256 initialization failed");
+    }
+    return 0;
+}
+
+static void mac_update(struct mac *m, const void *p, size_t n)
+{
+    if (!m->failed && n > 0 && EVP_MAC_update(m->ctx, p, n) != 1)
+        m->failed = 1;
+}
+
+static void mac_update_str(struct mac *m, const char *s)
+{
+    mac_update(m, s, strlen(s));
+}
+
+/* Finishes the MAC into 64 lowercase hex digits and a NUL; frees the
+ * context whatever happens. */
+static int mac_finish(struct mac *m, char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    size_t md_len = 0;
+    int ok = !m->failed && EVP_MAC_final(m->ctx, md, &md_len, sizeof(md)) == 1 &&
+             md_len * 2 == MIZAN_DIGEST_HEX_LEN;
+    EVP_MAC_CTX_free(m->ctx);
+    m->ctx = NULL;
+    if (!ok)
+        return mizan_err_set(err, "cache key: HMAC-SHA256 failed");
+    for (size_t i = 0; i < md_len; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 0xF];
+    }
+    out[MIZAN_DIGEST_HEX_LEN] = '\0';
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A context name goes inside the Redis Cluster hash tag "{C}", so it must
+ * be non-empty and free of braces for the tag to cover exactly it. Names
+ * the registry accepts always qualify; this guards against misuse.
+ */
+static int check_context(const char *context, mizan_err_t *err)
+{
+    if (context == NULL || context[0] == '\0')
+        return mizan_err_set(err, "cache key: empty context name");
+    if (strpbrk(context, "{}") != NULL)
+        return mizan_err_set(err, "cache key: context name contains a brace");
+    return 0;
+}
+
+/* snprintf into out, failing when the text does not fit. */
+__attribute__((format(printf, 4, 5))) static int put(char *out, size_t outlen, mizan_err_t *err,
+                                                     const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, outlen, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= outlen) {
+        if (outlen > 0)
+            out[0] = '\0';
+        return mizan_err_set(err, "cache key: output buffer too small (%d bytes needed)", n + 1);
+    }
+    return 0;
+}
+
+/* qsort comparator for perms: bytewise, as strcmp compares unsigned chars. */
+static int perm_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* HMAC(K, label "\0" C "\0" jcs(P) [ "\0" scope ]) as hex: the params digest
+ * when scope is NULL, the bundle digest otherwise. */
+static int params_mac(const mizan_cachekey_t *k, const char *label, size_t label_size,
+                      const char *context, const json_t *params, const char *scope,
+                      char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err)
+{
+    int rc = -1;
+    struct mac m = {NULL, 0};
+    size_t text_len = 0;
+    char *text = NULL;
+
+    if (check_context(context, err) < 0)
+        goto done;
+    text = mizan_jcs_dump(params, &text_len, err);
+    if (text == NULL)
+        goto done;
+    if (mac_begin(&m, k, err) < 0)
+        goto done;
+    mac_update(&m, label, label_size);
+    mac_update(&m, context, strlen(context) + 1); /* with its NUL: the "\0" after C */
+    mac_update(&m, text, text_len);
+    if (scope != NULL) {
+        mac_update(&m, "", 1); /* the "\0" before the scope */
+        mac_update_str(&m, scope);
+    }
+    rc = mac_finish(&m, out, err);
+done:
+    free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public functions                                                         */
+/* ------------------------------------------------------------------------ */
+
+int mizan_cachekey_init(mizan_cachekey_t *k, const unsigned char *secret, size_t len,
+                        const char *prefix, mizan_err_t *err)
+{
+    memset(k, 0, sizeof(*k));
+    if (prefix == NULL)
+        prefix = MIZAN_CACHEKEY_DEFAULT_PREFIX;
+    if (secret == NULL || len < MIZAN_CACHEKEY_SECRET_MIN)
+        return mizan_err_set(err, "cache key secret must be at least %d bytes (got %zu)",
+                             MIZAN_CACHEKEY_SECRET_MIN, secret == NULL ? (size_t)0 : len);
+    if (len > MIZAN_CACHEKEY_SECRET_MAX)
+        return mizan_err_set(err, "cache key secret must be at most %d bytes (got %zu)",
+                             MIZAN_CACHEKEY_SECRET_MAX, len);
+    size_t plen = strlen(prefix);
+    if (plen > MIZAN_CACHEKEY_PREFIX_MAX)
+        return mizan_err_set(err, "cache key prefix must be at most %d bytes (got %zu)",
+                             MIZAN_CACHEKEY_PREFIX_MAX, plen);
+    memcpy(k->secret, secret, len);
+    k->secret_len = len;
+    memcpy(k->prefix, prefix, plen + 1);
+    return 0;
+}
+
+void mizan_cachekey_deinit(mizan_cachekey_t *k)
+{
+    if (k != NULL)
+        OPENSSL_cleanse(k, sizeof(*k));
+}
+
+int mizan_cachekey_params_digest(const mizan_cachekey_t *k, const char *context,
+                                 const json_t *params, char out[MIZAN_DIGEST_HEX_LEN + 1],
+                                 mizan_err_t *err)
+{
+    return params_mac(k, params_label, sizeof(params_label), context, params, NULL, out, err);
+}
+
+int mizan_cachekey_perm_key(const mizan_cachekey_t *k, bool staff, bool superuser,
+                            const char *const *perms, size_t nperms,
+                            char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err)
+{
+    int rc = -1;
+    struct mac m = {NULL, 0};
+    const char **sorted = NULL;
+
+    if (nperms > 0) {
+        if (perms == NULL) {
+            mizan_err_set(err, "perm key: no perms array");
+            goto done;
+        }
+        sorted = malloc(nperms * sizeof(*sorted));
+        if (sorted == NULL) {
+            mizan_err_set(err, "perm key: out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < nperms; i++) {
+            if (perms[i] == NULL) {
+                mizan_err_set(err, "perm key: perm %zu is missing", i);
+                goto done;
+            }
+            if (strchr(perms[i], '\n') != NULL) {
+                mizan_err_set(err, "perm key: perm %zu contains a newline", i);
+                goto done;
+            }
+            sorted[i] = perms[i];
+        }
+        qsort(sorted, nperms, sizeof(*sorted), perm_cmp);
+    }
+
+    if (mac_begin(&m, k, err) < 0)
+        goto done;
+    mac_update(&m, perms_label, sizeof(perms_label));
+    mac_update_str(&m, staff ? "staff=1\n" : "staff=0\n");
+    mac_update_str(&m, superuser ? "superuser=1\n" : "superuser=0\n");
+    for (size_t i = 0; i < nperms; i++) {
+        if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
+            continue;
+        mac_update_str(&m, sorted[i]);
+        mac_update(&m, "\n", 1);
+    }
+    rc = mac_finish(&m, out, err);
+done:
+    free(sorted);
+    return rc;
+}
+
+int mizan_cachekey_scope(const mizan_cachekey_t *k, mizan_scope_t scope,
+                         const mizan_identity_t *id, char *out, size_t outlen, mizan_err_t *err)
+{
+    char pk[MIZAN_DIGEST_HEX_LEN + 1];
+    switch (scope) {
+    case MIZAN_SCOPE_PUBLIC:
+        return put(out, outlen, err, "public");
+    case MIZAN_SCOPE_USER:
+        if (id == NULL || id->sub == NULL || id->sub[0] == '\0')
+            return mizan_err_set(err, "cache scope: user scope needs an authenticated caller");
+        return put(out, outlen, err, "user:%s", id->sub);
+    case MIZAN_SCOPE_PERMS:
+        if (id == NULL) {
+            /* An anonymous caller: no staff, no superuser, no perms. */
+            if (mizan_cachekey_perm_key(k, false, false, NULL, 0, pk, err) < 0)
+                return -1;
+        } else if (mizan_cachekey_perm_key(k, id->staff, id->superuser, id->perms, id->nperms, pk,
+                                           err) < 0) {
+            return -1;
+        }
+        return put(out, outlen, err, "perms:%s", pk);
+    }
+    return mizan_err_set(err, "cache scope: unknown scope %d", (int)scope);
+}
+
+int mizan_cachekey_bundle(const mizan_cachekey_t *k, const char *context, const json_t *params,
+                          const char *scope, char *out, size_t outlen, mizan_err_t *err)
+{
+    char digest[MIZAN_DIGEST_HEX_LEN + 1];
+    if (scope == NULL)
+        return mizan_err_set(err, "cache key: missing scope");
+    if (params_mac(k, bundle_label, sizeof(bundle_label), context, params, scope, digest, err) < 0)
+        return -1;
+    return put(out, outlen, err, "%sctx:{%s}:%s", k->prefix, context, digest);
+}
+
+int mizan_cachekey_context_rev(const mizan_cachekey_t *k, const char *context, char *out,
+                               size_t outlen, mizan_err_t *err)
+{
+    if (check_context(context, err) < 0)
+        return -1;
+    return put(out, outlen, err, "%srev:{%s}", k->prefix, context);
+}
+
+int mizan_cachekey_scoped_rev(const mizan_cachekey_t *k, const char *context,
+                              const json_t *params, char *out, size_t outlen, mizan_err_t *err)
+{
+    char digest[MIZAN_DIGEST_HEX_LEN + 1];
+    if (mizan_cachekey_params_digest(k, context, params, digest, err) < 0)
+        return -1;
+    return put(out, outlen, err, "%srev:{%s}:%s", k->prefix, context, digest);
+}

@@ -1,0 +1,133 @@
+/*
+ * schema.h - the gateway's input validator: a compiler and validator for the
+ * JSON Schema subset of PROTOCOL.md section 4 (draft-07 semantics).
+ *
+ * A function's input schema (and a context's params schema) is compiled once
+ * at start-up into an immutable mizan_schema_t, then used by every I/O or
+ * worker thread to validate `args` / `params` and fill in `default` values.
+ *
+ * Supported keywords, exactly: type, properties, required,
+ * additionalProperties, items (one schema), enum, const, minimum, maximum,
+ * exclusiveMinimum, exclusiveMaximum, multipleOf, minLength, maxLength,
+ * pattern, minItems, maxItems, uniqueItems, minProperties, maxProperties,
+ * default, title, description, $schema, $comment, and the boolean schemas
+ * true and false. Anything else is refused at compile time, so a typo in a
+ * declared schema stops start-up instead of silently validating nothing.
+ *
+ * Semantics worth knowing:
+ *   - Equality (enum, const, uniqueItems) is JSON Schema equality: numbers
+ *     compare by mathematical value (1 == 1.0), objects ignore member order.
+ *   - "integer" matches JSON integers and reals with a zero fraction (1.0).
+ *   - multipleOf is decided exactly on the shortest decimal form of each
+ *     number (what was written in the JSON text), so 0.0075 is a multiple of
+ *     0.0001 and 0.00751 is not; integer by integer is exact integer math.
+ *   - minLength / maxLength count Unicode code points, not bytes.
+ *   - pattern is a PCRE2 regex in UTF mode, searched unanchored like
+ *     ECMA-262 RegExp.prototype.test; `$` matches only at the very end and
+ *     \uXXXX escapes are understood, as in ECMA-262.
+ *   - When a value has the wrong `type`, the other keywords of that schema
+ *     are not reported for it (they would only repeat the same mistake).
+ *
+ * DESIGN (threads, cost): a compiled schema is never written after
+ * mizan_schema_compile() returns, so any number of threads may validate
+ * against it at once. Validation allocates nothing except the error entries
+ * it appends and the default values it fills in, with two bounded
+ * exceptions described at mizan_schema_validate() (PCRE2 scratch created
+ * once per thread, and a scratch index for uniqueItems on long arrays).
+ */
+#ifndef MIZAN_SCHEMA_H
+#define MIZAN_SCHEMA_H
+
+#include <jansson.h>
+
+#include "error.h"
+
+/** Deepest nesting of subschemas accepted by mizan_schema_compile(). */
+#define MIZAN_SCHEMA_MAX_DEPTH 64
+
+/** A compiled schema: immutable, shareable across threads. */
+typedef struct mizan_schema mizan_schema_t;
+
+/**
+ * Compiles a schema. schema is borrowed; the compiled form takes its own
+ * reference to it (json_incref) and points into it, so the caller must not
+ * modify schema afterwards (freeing its own reference is fine).
+ *
+ * Returns a new compiled schema (free with mizan_schema_free()), or NULL
+ * with err naming the JSON pointer of the offending keyword and the reason,
+ * e.g. "/properties/title/minLenght: unknown keyword",
+ * "/allOf: unsupported keyword", "/minLength: must be a non-negative
+ * integer", "/pattern: invalid regular expression: ... at offset 3",
+ * "/items: an array of schemas (tuple validation) is not supported", or a
+ * schema nested deeper than MIZAN_SCHEMA_MAX_DEPTH; a bad root reads
+ * "schema: a schema must be an object or a boolean". Also NULL ("out of
+ * memory") on allocation failure. Call from any thread.
+ */
+mizan_schema_t *mizan_schema_compile(const json_t *schema, mizan_err_t *err);
+
+/** Frees a compiled schema and drops its reference to the source. NULL ok. */
+void mizan_schema_free(mizan_schema_t *s);
+
+/**
+ * The source JSON the schema was compiled from (borrowed, valid as long as
+ * s; must not be modified).
+ */
+const json_t *mizan_schema_source(const mizan_schema_t *s);
+
+/**
+ * Validates instance against s.
+ *
+ * Every violation is appended to errors (borrowed JSON array) as
+ * {"loc": [loc_root, key or index, ...], "msg": "...", "type": "..."}
+ * where type is the keyword that failed ("missing" for required, "false"
+ * for the false schema) and msg is short and human ("field required",
+ * "expected string, got integer", "must be >= 1", "at most 200
+ * characters", "unexpected property", "must be one of [1, 2]").
+ * loc_root is "args" or "params" (NULL: loc starts with the first key or
+ * index).
+ *
+ * Returns the number of violations appended (0: valid), or -1 on allocation
+ * failure (errors may then hold some entries; the verdict is unknown) or
+ * when s or instance is NULL or errors is not an array.
+ *
+ * When, and only when, the instance is valid, the `default` of every
+ * declared property missing from an object is filled in (a deep copy),
+ * recursively through the objects present in the instance (properties,
+ * additionalProperties and array items); a filled-in default is not itself
+ * descended into. instance (borrowed) is therefore modified: pass your own
+ * copy.
+ *
+ * pattern and hostile regexes: every match runs under a PCRE2 match context
+ * with a match limit, a depth limit and a heap limit (and the JIT's own
+ * stack limit), so a catastrophically backtracking pattern in a
+ * configuration, such as (a+)+$ against "aaaa...b", cannot hang a worker:
+ * when a limit is hit the value is reported invalid, type "pattern", msg
+ * "pattern too costly to evaluate on this value". A JIT stack overflow is
+ * first retried with the interpreter, whose limits are the binding ones.
+ * Each match costs at most a few milliseconds; once one value of an
+ * instance was too costly, the instance is invalid and the remaining
+ * patterns of that call are not evaluated (so a request holding thousands
+ * of hostile strings costs one limit, not thousands). A legitimate pattern
+ * with a repeated group, such as ^(\w|-)+$, can reach the limits too, but
+ * only on strings around a million characters long; such a value is
+ * reported the same way.
+ *
+ * Allocation: PCRE2 needs a match data block per concurrent match, and
+ * pcre2_match_data cannot live on the stack (its size is opaque). Each
+ * thread therefore creates, on its first pattern match, a match data block
+ * and a JIT stack kept in thread-specific storage (pthread key, freed when
+ * the thread exits); the compiled schema stays immutable because its match
+ * context finds the JIT stack through a callback that reads the calling
+ * thread's storage. The block holds a single ovector pair (a test, not a
+ * capture), and PCRE2 keeps the interpreter's backtracking frames in it
+ * between calls, so steady-state matching allocates nothing. uniqueItems
+ * compares arrays of up to 32 items pairwise without allocating; longer
+ * arrays get a temporary hash index (n log n instead of n squared, so a
+ * long array in a request cannot burn a worker).
+ *
+ * Thread-safe: any number of threads may validate against one s at once.
+ */
+int mizan_schema_validate(const mizan_schema_t *s, json_t *instance, const char *loc_root,
+                          json_t *errors);
+
+#endif /* MIZAN_SCHEMA_H */
