@@ -10,6 +10,7 @@
 #include <event2/http.h>
 
 #include "gateway.h"
+#include "cache.h"
 #include "invalidate.h"
 #include "log.h"
 #include "request.h"
@@ -30,16 +31,14 @@ json_t *mizan_job_error_json(const mizan_exchange_t *ex, const mizan_job_t *job)
                      job->details != NULL ? job->details : json_null());
 }
 
-/* The mutation's effects are recorded (or failed): answer the client. */
-static void invalidated(mizan_exchange_t *ex, json_t *targets, int rc)
+/* The mutation's invalidations are recorded (or failed): answer the client. */
+static void invalidated(mizan_exchange_t *ex, int rc)
 {
-    mizan_job_t *job = ex->jobs[0];
     if (rc < 0) {
-        json_decref(targets);
         mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "recording invalidations failed", NULL);
         return;
     }
-    json_t *body = json_pack("{s:O, s:o}", "result", job->result, "invalidate", targets);
+    json_t *body = json_pack("{s:O, s:O}", "result", ex->jobs[0]->result, "invalidate", ex->targets);
     mizan_reply_json(ex, body);
 }
 
@@ -65,12 +64,12 @@ static void call_done(mizan_exchange_t *ex)
         mizan_reply_json(ex, json_pack("{s:O}", "result", job->result));
         return;
     }
-    json_t *targets = mizan_invalidate_targets(ex->fn, job->args, job->targets);
-    if (targets == NULL) {
+    ex->targets = mizan_invalidate_targets(ex->fn, job->args, job->targets);
+    if (ex->targets == NULL) {
         mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot build the invalidation list", NULL);
         return;
     }
-    mizan_invalidate_apply(ex, targets, invalidated);
+    mizan_cache_invalidate(ex, ex->targets, invalidated);
 }
 
 /* Checks the body shape of PROTOCOL section 2; answers and returns NULL on failure. */

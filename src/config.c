@@ -47,6 +47,9 @@ static const field_t fields[] = {
     {"drain_timeout_ms", F_INT, OFF(drain_timeout_ms), 10000, NULL, 0, 600000},
     {"max_json_depth", F_INT, OFF(max_json_depth), 64, NULL, 2, 1024},
     {"backlog", F_INT, OFF(backlog), 4096, NULL, 16, 65535},
+    {"sse_heartbeat_s", F_INT, OFF(sse_heartbeat_s), 15, NULL, 1, 3600},
+    {"sse_max_clients", F_INT, OFF(sse_max_clients), 10000, NULL, 0, 1000000},
+    {"sse_max_buffer_bytes", F_SIZE, OFF(sse_max_buffer_bytes), 256 * 1024, NULL, 1024, 1LL << 30},
     {"api_prefix", F_STRING, OFF(api_prefix), 0, "/api/mizan", 0, 0},
     {"instance", F_STRING, OFF(instance), 0, NULL, 0, 0},
     {"module_dir", F_STRING, OFF(module_dir), 0, NULL, 0, 0},
@@ -246,7 +249,7 @@ static int read_token(mizan_config_t *cfg, const json_t *tok, mizan_err_t *err)
 
 static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err)
 {
-    static const char *allowed[] = {"secret", "redis_url", "prefix", "max_bytes", NULL};
+    static const char *allowed[] = {"secret", "redis_url", "prefix", "max_bytes", "timeout_ms", NULL};
     const char *file = cfg->file;
     if (cache != NULL && !json_is_object(cache))
         return mizan_err_set(err, "%s: field \"cache\" must be an object", file);
@@ -294,6 +297,11 @@ static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err
     if (max != NULL && (!json_is_integer(max) || json_integer_value(max) < 65536))
         return mizan_err_set(err, "%s: field \"cache.max_bytes\" must be an integer >= 65536", file);
     cfg->cache_max_bytes = max != NULL ? (size_t)json_integer_value(max) : (size_t)64 << 20;
+    json_t *timeout = json_object_get(cache, "timeout_ms");
+    if (timeout != NULL && (!json_is_integer(timeout) || json_integer_value(timeout) < 10 ||
+                            json_integer_value(timeout) > 60000))
+        return mizan_err_set(err, "%s: field \"cache.timeout_ms\" must be an integer in 10..60000", file);
+    cfg->redis_timeout_ms = timeout != NULL ? (int)json_integer_value(timeout) : 250;
     return 0;
 }
 

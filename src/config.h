@@ -40,6 +40,9 @@ typedef struct mizan_config {
     int drain_timeout_ms;      /**< graceful shutdown budget */
     int max_json_depth;        /**< nesting limit of request JSON */
     int backlog;               /**< listen(2) backlog */
+    int sse_heartbeat_s;       /**< comment line interval on event streams */
+    int sse_max_clients;       /**< event streams per instance */
+    size_t sse_max_buffer_bytes; /**< unsent bytes before a stream is dropped */
     char *api_prefix;          /**< "/api/mizan" */
     int log_level;             /**< mizan_log_level_t */
     char *instance;            /**< instance id in logs and events */
@@ -51,6 +54,7 @@ typedef struct mizan_config {
     bool cache_secret_generated;
     char *redis_url;           /**< NULL or "": embedded cache */
     char *cache_prefix;        /**< key prefix, "mizan:" */
+    int redis_timeout_ms;      /**< bound on every Redis round trip */
     size_t cache_max_bytes;    /**< embedded cache byte bound */
     char *module_dir;          /**< where bare module names are found */
     mizan_module_conf_t *modules;

@@ -11,6 +11,7 @@
 
 #include <event2/http.h>
 
+#include "cache.h"
 #include "gateway.h"
 #include "log.h"
 #include "request.h"
@@ -114,16 +115,15 @@ static void context_done(mizan_exchange_t *ex)
         else
             json_object_set_new(ex->errors, job->fn->name, mizan_job_error_json(ex, job));
     }
-    ex->cache = "BYPASS";
-    mizan_reply_header(ex, "X-Mizan-Cache", ex->cache);
     json_t *body = json_pack("{s:s, s:O, s:O, s:O}", "context", ex->ctx->name, "params", ex->params, "data", ex->data,
                              "errors", ex->errors);
-    mizan_reply_json(ex, body);
+    /* A bundle with errors is never cached. */
+    mizan_cache_computed(ex, body, json_object_size(ex->errors) == 0);
 }
 
 void mizan_context_handle(mizan_exchange_t *ex, const char *name)
 {
-    mizan_gateway_t *gw = ex->loop->gw;
+    const mizan_gateway_t *gw = ex->loop->gw;
     snprintf(ex->target, sizeof(ex->target), "%s", name);
     const mizan_context_t *c = mizan_registry_context(&gw->reg, name);
     if (c == NULL) {
@@ -146,8 +146,16 @@ void mizan_context_handle(mizan_exchange_t *ex, const char *name)
         mizan_reply_error(ex, worst, worst == MIZAN_UNAUTHORIZED ? "this context requires a token" : NULL, NULL);
         return;
     }
-    if ((ex->params = read_params(ex, c)) == NULL)
-        return;
+    json_t *params = read_params(ex, c);
+    if (params == NULL)
+        return; /* answered (and freed) by read_params */
+    ex->params = params;
+    mizan_cache_fetch(ex);
+}
+
+void mizan_context_compute(mizan_exchange_t *ex)
+{
+    const mizan_context_t *c = ex->ctx;
     ex->data = json_object();
     ex->errors = json_object();
     ex->jobs = calloc(c->nfns, sizeof(*ex->jobs));

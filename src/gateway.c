@@ -17,8 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 
 int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char *exe_dir, mizan_err_t *err)
 {
@@ -33,6 +35,12 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
     if (mizan_registry_finish(&gw->reg, err) < 0)
         return -1;
     return 0;
+}
+
+/* The cache is created at start, not init: --check-config needs no Redis. */
+static int start_cache(mizan_gateway_t *gw, mizan_err_t *err)
+{
+    return mizan_cache_new(gw, err);
 }
 
 /* Lets the process hold as many connections as the hard limit allows. */
@@ -67,6 +75,8 @@ int mizan_gateway_start(mizan_gateway_t *gw, mizan_err_t *err)
     if (cfg->token_secret_generated)
         mizan_log(MIZAN_LOG_WARN, "no token secret configured: using a random one; tokens will not survive a restart "
                                   "(set token.secret or MIZAN_TOKEN_SECRET)");
+    if (start_cache(gw, err) < 0 || mizan_metrics_init(gw, err) < 0)
+        return -1;
     if (mizan_pool_start(&gw->pool, cfg->workers, (size_t)cfg->queue_size, mizan_loop_complete, err) < 0)
         return -1;
     gw->loops = calloc((size_t)cfg->io_threads, sizeof(*gw->loops));
@@ -142,6 +152,8 @@ void mizan_gateway_stop(mizan_gateway_t *gw)
 void mizan_gateway_deinit(mizan_gateway_t *gw)
 {
     free(gw->loops);
+    mizan_cache_free(gw->cache);
+    mizan_metrics_deinit(gw);
     mizan_registry_deinit(&gw->reg);
     mizan_modules_unload(gw->mods, gw->nmods);
     mizan_config_deinit(&gw->cfg);

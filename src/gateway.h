@@ -43,10 +43,16 @@ typedef struct mizan_loop {
     struct evhttp_bound_socket *bound; /**< NULL once closed for draining */
     int fd;                            /**< listening socket */
 
-    pthread_mutex_t lock;   /**< guards done_head/done_tail only */
+    pthread_mutex_t lock;   /**< guards done_* and msg_* only */
     mizan_job_t *done_head; /**< jobs handed back by workers */
     mizan_job_t *done_tail;
-    struct event *wake;     /**< activated when done goes non-empty */
+    struct mizan_msg *msg_head; /**< messages posted by other threads */
+    struct mizan_msg *msg_tail;
+    struct event *wake;     /**< activated when a queue goes non-empty */
+
+    struct mizan_redis *redis;    /**< this loop's Redis commands (NULL: embedded) */
+    struct mizan_redis *sub;      /**< the instance's subscriber (loop 0 only) */
+    struct mizan_sse *sse;        /**< this loop's event-stream clients */
 
     /* Loop-thread only, except the atomics (read by the main thread). */
     struct mizan_exchange *live; /**< exchanges not yet answered */
@@ -66,6 +72,7 @@ struct mizan_gateway {
     mizan_loop_t *loops;
     int nloops;
     atomic_bool draining; /**< shutting down: refuse new requests */
+    struct mizan_cache *cache; /**< bundles, revisions, events */
     time_t started;
 };
 
@@ -77,6 +84,8 @@ typedef struct mizan_exchange {
     const char *route;          /**< route name for logs */
     char target[136];           /**< function or context name for logs */
     const char *cache;          /**< X-Mizan-Cache value, or NULL */
+    struct mizan_lookup *lookup; /**< cache state of a context request */
+    bool external;              /**< waiting on Redis: must not be cut off by a shutdown abort */
     struct timespec t0;
     mizan_caller_t *caller;     /**< one reference */
 
@@ -84,6 +93,7 @@ typedef struct mizan_exchange {
     const mizan_context_t *ctx; /**< context */
     json_t *params;             /**< context params (owned) */
     json_t *data, *errors;      /**< context results being gathered (owned) */
+    json_t *targets;            /**< a mutation's invalidation targets (owned) */
     mizan_job_t **jobs;         /**< submitted jobs (slots) */
     size_t njobs, pending;
     /** Called on the loop when every job is back or timed out. */
@@ -115,6 +125,16 @@ void mizan_loop_complete(mizan_job_t *job);
 /** Submits the exchange's jobs with their deadline timers; -1 when the queue is full. */
 int mizan_exchange_submit(mizan_exchange_t *ex);
 
+/** A message for a loop: fn(loop, arg) runs on the loop's thread. */
+typedef struct mizan_msg {
+    void (*fn)(mizan_loop_t *loop, void *arg);
+    void *arg;
+    struct mizan_msg *next;
+} mizan_msg_t;
+
+/** Runs fn(loop, arg) on loop's thread soon. Any thread. -1 on allocation failure. */
+int mizan_loop_post(mizan_loop_t *loop, void (*fn)(mizan_loop_t *loop, void *arg), void *arg);
+
 /** Closes the listener; new requests on open connections get 503. Any thread. */
 void mizan_loop_begin_drain(mizan_loop_t *loop);
 
@@ -129,6 +149,9 @@ void mizan_loop_join(mizan_loop_t *loop);
 
 /** A new exchange for req, linked into the loop's live list. */
 mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *req);
+
+/** Hands the request over to a long-lived stream: the exchange is logged and freed, req returned. */
+struct evhttp_request *mizan_exchange_detach(mizan_exchange_t *ex);
 
 /** Logs and frees an answered exchange (reply.c calls it). */
 void mizan_exchange_finish(mizan_exchange_t *ex, int status);

@@ -71,11 +71,3 @@ fail:
     json_decref(list);
     return NULL;
 }
-
-void mizan_invalidate_apply(mizan_exchange_t *ex, json_t *targets, mizan_invalidated_fn done)
-{
-    /* Embedded default without a cache yet: nothing is held that could be
-     * stale, so recording is immediate. The shared cache replaces this with
-     * revision bumps and published events before `done` runs. */
-    done(ex, targets, 0);
-}

@@ -19,13 +19,4 @@
  */
 json_t *mizan_invalidate_targets(const mizan_function_t *fn, const json_t *args, const json_t *runtime);
 
-/** Called on the loop once the targets are recorded (rc 0) or failed (-1); steals targets. */
-typedef void (*mizan_invalidated_fn)(mizan_exchange_t *ex, json_t *targets, int rc);
-
-/**
- * Records targets (stolen): bumps revisions and publishes events, then
- * calls done on the exchange's loop. Loop thread.
- */
-void mizan_invalidate_apply(mizan_exchange_t *ex, json_t *targets, mizan_invalidated_fn done);
-
 #endif /* MIZAN_INVALIDATE_H */

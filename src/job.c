@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 
 /* Set once at shutdown; read by every handler through mizan_req_cancelled. */
@@ -110,6 +111,7 @@ void mizan_job_run(mizan_job_t *job)
     }
     if (job->code == MIZAN_OK && job->result == NULL)
         job->result = json_null();
+    mizan_metrics_function(job->fn, job->run_us, job->code != MIZAN_OK);
 }
 
 /* ---- the module-facing API ------------------------------------------ */

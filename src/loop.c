@@ -23,8 +23,11 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "cache.h"
+#include "events.h"
 #include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 
 /* ---- completion queue -------------------------------------------------- */
 
@@ -32,7 +35,7 @@ void mizan_loop_complete(mizan_job_t *job)
 {
     mizan_loop_t *loop = job->loop;
     pthread_mutex_lock(&loop->lock);
-    bool was_empty = loop->done_head == NULL;
+    bool was_empty = loop->done_head == NULL && loop->msg_head == NULL;
     job->next = NULL;
     if (loop->done_tail != NULL)
         loop->done_tail->next = job;
@@ -42,6 +45,27 @@ void mizan_loop_complete(mizan_job_t *job)
     pthread_mutex_unlock(&loop->lock);
     if (was_empty)
         event_active(loop->wake, EV_READ, 0);
+}
+
+int mizan_loop_post(mizan_loop_t *loop, void (*fn)(mizan_loop_t *loop, void *arg), void *arg)
+{
+    mizan_msg_t *msg = malloc(sizeof(*msg));
+    if (msg == NULL)
+        return -1;
+    msg->fn = fn;
+    msg->arg = arg;
+    msg->next = NULL;
+    pthread_mutex_lock(&loop->lock);
+    bool was_empty = loop->done_head == NULL && loop->msg_head == NULL;
+    if (loop->msg_tail != NULL)
+        loop->msg_tail->next = msg;
+    else
+        loop->msg_head = msg;
+    loop->msg_tail = msg;
+    pthread_mutex_unlock(&loop->lock);
+    if (was_empty)
+        event_active(loop->wake, EV_READ, 0);
+    return 0;
 }
 
 static void job_release(mizan_job_t *job)
@@ -75,12 +99,20 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     mizan_loop_t *loop = arg;
     pthread_mutex_lock(&loop->lock);
     mizan_job_t *job = loop->done_head;
+    mizan_msg_t *msg = loop->msg_head;
     loop->done_head = loop->done_tail = NULL;
+    loop->msg_head = loop->msg_tail = NULL;
     pthread_mutex_unlock(&loop->lock);
     while (job != NULL) {
         mizan_job_t *next = job->next;
         job_returned(loop, job);
         job = next;
+    }
+    while (msg != NULL) {
+        mizan_msg_t *next = msg->next;
+        msg->fn(loop, msg->arg);
+        free(msg);
+        msg = next;
     }
 }
 
@@ -96,6 +128,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         return;
     job->owner = NULL;
     ex->jobs[job->slot] = NULL;
+    mizan_metrics_timeout(job->fn);
     mizan_log(MIZAN_LOG_WARN, "function %s passed its %d ms deadline (request %s)", job->fn->name,
               job->fn->timeout_ms, ex->rid);
     if (ex->errors != NULL) {
@@ -195,12 +228,21 @@ mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *
     return ex;
 }
 
+struct evhttp_request *mizan_exchange_detach(mizan_exchange_t *ex)
+{
+    struct evhttp_request *req = ex->req;
+    ex->req = NULL;
+    mizan_exchange_finish(ex, 200);
+    return req;
+}
+
 void mizan_exchange_finish(mizan_exchange_t *ex, int status)
 {
     mizan_loop_t *loop = ex->loop;
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     long long us = (long long)(t1.tv_sec - ex->t0.tv_sec) * 1000000LL + (t1.tv_nsec - ex->t0.tv_nsec) / 1000;
+    mizan_metrics_request(loop->gw, ex->route, status, us);
     if (mizan_log_enabled(MIZAN_LOG_INFO)) {
         json_t *f = json_pack("{s:s, s:s, s:i, s:I}", "request_id", ex->rid, "route", ex->route, "status", status,
                               "duration_us", (json_int_t)us);
@@ -224,6 +266,8 @@ void mizan_exchange_finish(mizan_exchange_t *ex, int status)
         job_release(job);
     }
     free(ex->jobs);
+    mizan_cache_exchange_done(ex);
+    json_decref(ex->targets);
     json_decref(ex->params);
     json_decref(ex->data);
     json_decref(ex->errors);
@@ -298,6 +342,8 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
     evhttp_set_timeout_tv(loop->http, &idle);
     evhttp_set_allowed_methods(loop->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                                EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    if (mizan_cache_loop_init(loop, err) < 0)
+        return -1;
     loop->fd = open_listener(cfg, port, err);
     if (loop->fd < 0)
         return -1;
@@ -322,6 +368,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
         loop->bound = NULL;
         loop->fd = -1;
     }
+    mizan_events_close_all(loop);
 }
 
 void mizan_loop_begin_drain(mizan_loop_t *loop)
@@ -340,14 +387,16 @@ static void abort_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     mizan_loop_t *loop = arg;
-    while (loop->live != NULL) {
-        mizan_exchange_t *ex = loop->live;
-        if (ex->req == NULL) {
-            /* Cannot happen: answered exchanges leave the list. */
-            break;
+    mizan_exchange_t *ex = loop->live;
+    while (ex != NULL) {
+        mizan_exchange_t *next = ex->next;
+        /* One waiting on Redis or on another loop's computation is answered
+         * by that completion, which is bounded by timeouts. */
+        if (!ex->external) {
+            mizan_reply_header(ex, "Retry-After", "1");
+            mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
         }
-        mizan_reply_header(ex, "Retry-After", "1");
-        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+        ex = next;
     }
 }
 
@@ -366,6 +415,8 @@ void mizan_loop_join(mizan_loop_t *loop)
     }
     /* Jobs that never came back (a handler ignoring cancellation past the
      * drain budget) are gone with the process; everything else is back. */
+    on_wake(-1, 0, loop);
+    mizan_cache_loop_deinit(loop);
     on_wake(-1, 0, loop);
     if (loop->http != NULL)
         evhttp_free(loop->http);

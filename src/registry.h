@@ -53,6 +53,7 @@ typedef struct mizan_function {
     int timeout_ms;               /**< resolved deadline */
     char *description;
     mizan_modinst_t *module;
+    struct mizan_fn_metrics *metrics; /**< counters (metrics.c), mutable atomics */
 } mizan_function_t;
 
 /** A registered context. */
@@ -70,6 +71,7 @@ typedef struct mizan_context {
     mizan_scope_t scope;
     char *description;
     mizan_modinst_t *module;
+    struct mizan_ctx_metrics *metrics; /**< counters (metrics.c), mutable atomics */
 } mizan_context_t;
 
 typedef struct mizan_registry {

@@ -10,8 +10,11 @@
 
 #include <event2/http.h>
 
+#include "cache.h"
+#include "events.h"
 #include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Strips one trailing slash (but not the root's) into out. */
 static void normalise(const char *path, char *out, size_t len)
@@ -77,6 +80,11 @@ static void handle_health(mizan_exchange_t *ex, bool ready)
         mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
         return;
     }
+    if (ready && !mizan_cache_ready(gw->cache)) {
+        mizan_reply_header(ex, "Retry-After", "1");
+        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the shared cache (Redis) is unreachable", NULL);
+        return;
+    }
     size_t queued, busy;
     mizan_pool_load(&gw->pool, &queued, &busy);
     json_t *body = ready ? json_pack("{s:s, s:i, s:i, s:i}", "status", "ready", "workers", gw->pool.nthreads,
@@ -120,8 +128,17 @@ void mizan_route_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(path, "/metrics") == 0) {
-        /* Filled by the observability work; until then an unknown route. */
-        mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
+        ex->route = "metrics";
+        if (!method_ok(ex, EVHTTP_REQ_GET, "GET"))
+            return;
+        char *text = mizan_metrics_render(gw);
+        if (text == NULL) {
+            mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot render metrics", NULL);
+            return;
+        }
+        mizan_reply_header(ex, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        mizan_reply_text(ex, 200, text, strlen(text));
+        free(text);
         return;
     }
     const char *prefix = gw->cfg.api_prefix;
@@ -149,6 +166,11 @@ void mizan_route_request(struct evhttp_request *req, void *arg)
             handle_schema(ex);
         return;
     }
-    /* /events is served by the cache and events work; unknown until then. */
+    if (strcmp(rest, "/events") == 0) {
+        ex->route = "events";
+        if (method_ok(ex, EVHTTP_REQ_GET, "GET") && identify(ex))
+            mizan_events_handle(ex);
+        return;
+    }
     mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
 }

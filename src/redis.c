@@ -1,0 +1,1390 @@
+/*
+ * redis.c - the Redis layer (see redis.h): URL parsing, the connection state
+ * machine over hiredis' async API on libevent, command timeouts, and the
+ * replay queue of invalidations.
+ *
+ * Connection states (mizan_redis_t.state), loop thread only:
+ *   WAIT     no hiredis context; the retry timer will make one
+ *   SETUP    context made; AUTH / SELECT / PING (or SUBSCRIBE) sent, the last
+ *            one not yet answered
+ *   READY    set up; a command connection may be replaying the queue
+ *   BROKEN   the context is doomed: an error was seen and hiredis is tearing
+ *            it down, or a teardown was requested from inside a callback
+ *   FREEING  mizan_redis_free is running; nothing is reported any more
+ *
+ * hiredis rules followed here: a context is never freed from inside one of
+ * its own callbacks (a teardown wanted there is deferred to the `kick` event);
+ * on_disconnect / a failed on_connect is where a context is learned to be
+ * gone; every command carries a heap record (op_t) that lives until hiredis
+ * calls its callback, which it does exactly once, with a NULL reply when the
+ * context dies. A context torn down by us is detached first (r->ac = NULL),
+ * so callbacks that arrive during the teardown see it as foreign.
+ */
+#include "redis.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "log.h"
+
+/* ------------------------------------------------------------------------ */
+/* URL parsing                                                              */
+/* ------------------------------------------------------------------------ */
+
+static int hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Percent-decodes [s, s + n) into out (cap bytes, NUL-terminated).
+ * 0, or -1 on a bad escape or an escaped NUL, -2 when it does not fit.
+ */
+static int decode_part(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            if (n - i < 3)
+                return -1;
+            int hi = hex_value((unsigned char)s[i + 1]);
+            int lo = hex_value((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = hi * 16 + lo;
+            if (c == 0)
+                return -1;
+            i += 2;
+        }
+        if (o + 1 >= cap)
+            return -2;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* Reads up to max_digits decimal digits at *p; -1 when there are none or too many. */
+static int parse_digits(const char **p, int max_digits, long *out)
+{
+    long v = 0;
+    int nd = 0;
+    while (**p >= '0' && **p <= '9') {
+        if (++nd > max_digits)
+            return -1;
+        v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    if (nd == 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static bool host_char_ok(int c, bool bracketed)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.')
+        return true;
+    if (bracketed)
+        return c == ':' || c == '%';
+    return c == '-' || c == '_';
+}
+
+/* The parse proper; the caller wipes out on failure. */
+static int parse_url(const char *url, mizan_redis_url_t *out, mizan_err_t *err)
+{
+    out->port = 6379;
+    if (url == NULL || url[0] == '\0')
+        return mizan_err_set(err, "Redis URL is empty");
+    if (strncasecmp(url, "rediss://", 9) == 0)
+        return mizan_err_set(err, "Redis URL: TLS (rediss://) is not supported");
+    if (strncasecmp(url, "redis://", 8) != 0)
+        return mizan_err_set(err, "Redis URL must start with redis://");
+    const char *p = url + 8;
+
+    /* The last '@' ends the credentials, so a raw '@' or '/' in a password works. */
+    const char *at = strrchr(p, '@');
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon == NULL)
+            return mizan_err_set(err, "Redis URL: credentials must be written user:password@ or :password@");
+        int rc = decode_part(p, (size_t)(colon - p), out->user, sizeof(out->user));
+        if (rc == -1)
+            return mizan_err_set(err, "Redis URL: bad percent-escape in the user name");
+        if (rc == -2)
+            return mizan_err_set(err, "Redis URL: user name longer than %zu bytes", sizeof(out->user) - 1);
+        rc = decode_part(colon + 1, (size_t)(at - colon - 1), out->password, sizeof(out->password));
+        if (rc == -1)
+            return mizan_err_set(err, "Redis URL: bad percent-escape in the password (write a literal %% as %%25)");
+        if (rc == -2)
+            return mizan_err_set(err, "Redis URL: password longer than %zu bytes", sizeof(out->password) - 1);
+        p = at + 1;
+    }
+
+    const char *host;
+    size_t hlen;
+    bool bracketed = (*p == '[');
+    if (bracketed) {
+        const char *close = strchr(p, ']');
+        if (close == NULL)
+            return mizan_err_set(err, "Redis URL: '[' without ']' in the host");
+        host = p + 1;
+        hlen = (size_t)(close - host);
+        p = close + 1;
+    } else {
+        host = p;
+        hlen = strcspn(p, ":/?#");
+        p += hlen;
+    }
+    if (hlen == 0)
+        return mizan_err_set(err, "Redis URL has no host");
+    if (hlen >= sizeof(out->host))
+        return mizan_err_set(err, "Redis URL: host longer than %zu bytes", sizeof(out->host) - 1);
+    for (size_t i = 0; i < hlen; i++)
+        if (!host_char_ok((unsigned char)host[i], bracketed))
+            return mizan_err_set(err, "Redis URL: invalid character in the host%s",
+                                 bracketed ? "" : " (write an IPv6 address as [addr])");
+    memcpy(out->host, host, hlen);
+    out->host[hlen] = '\0';
+
+    if (*p == ':') {
+        p++;
+        long port;
+        if (parse_digits(&p, 5, &port) != 0 || port < 1 || port > 65535)
+            return mizan_err_set(err, "Redis URL: the port must be a number from 1 to 65535");
+        out->port = (int)port;
+    }
+    if (*p == '/') {
+        p++;
+        if (*p != '\0' && *p != '?' && *p != '#') {
+            long db;
+            if (parse_digits(&p, 9, &db) != 0)
+                return mizan_err_set(err, "Redis URL: the database must be a number");
+            out->db = (int)db;
+        }
+    }
+    if (*p == '?')
+        return mizan_err_set(err, "Redis URL: query parameters are not supported");
+    if (*p != '\0')
+        return mizan_err_set(err, "Redis URL: unexpected text after the host, port or database");
+    return 0;
+}
+
+int mizan_redis_url_parse(const char *url, mizan_redis_url_t *out, mizan_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (parse_url(url, out, err) == 0)
+        return 0;
+    /* Leave no half-parsed credentials behind. */
+    explicit_bzero(out, sizeof(*out));
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* One invalidation, owned: the struct and its strings are one allocation. */
+typedef struct qitem {
+    struct qitem *next;
+    bool failed;         /* set by the batch applying it when a command failed */
+    int expire_s;
+    const char *rev_key; /* NUL-terminated, after the struct */
+    const char *channel; /* NUL-terminated, after rev_key */
+    const char *event;   /* event_len bytes (plus a NUL), after channel */
+    size_t event_len;
+} qitem_t;
+
+struct mizan_redis_shared {
+    mizan_redis_url_t url; /* immutable after new */
+    int timeout_ms;        /* immutable after new */
+    int backoff_min_ms;    /* set before any connection exists */
+    int backoff_max_ms;
+
+    pthread_mutex_t lock; /* guards qhead/qtail/qlen, inflight and conns */
+    qitem_t *qhead;       /* the replay queue, oldest first */
+    qitem_t *qtail;
+    size_t qlen;
+    size_t inflight;         /* items a connection took from the queue and is replaying */
+    atomic_size_t npending;  /* qlen + inflight; written under lock, read without it */
+    struct mizan_redis *conns; /* command connections, woken when the queue changes */
+
+    atomic_int connections_up;
+    atomic_llong reconnects;
+    atomic_llong replayed;
+    atomic_llong published;
+    atomic_llong messages;
+};
+
+typedef enum conn_kind { KIND_CMD, KIND_SUB } conn_kind_t;
+
+typedef enum conn_state { ST_WAIT, ST_SETUP, ST_READY, ST_BROKEN, ST_FREEING } conn_state_t;
+
+typedef enum op_kind {
+    OP_SETUP,       /* AUTH / SELECT / PING */
+    OP_LOOKUP,      /* MGET */
+    OP_STORE,       /* SET ... EX */
+    OP_ITEM,        /* INCR / EXPIRE / PUBLISH of one invalidation item */
+    OP_SUB,         /* SUBSCRIBE: confirmation, then every message */
+    OP_DEFER_LOOKUP, /* a lookup failure waiting for the next loop turn */
+    OP_DEFER_DONE,  /* an invalidation result waiting for the next loop turn */
+} op_kind_t;
+
+typedef struct batch batch_t;
+
+/* One command awaiting its reply, or one result waiting to be delivered. */
+typedef struct op {
+    struct op *prev, *next; /* r->ops (awaiting reply, send order) or r->defer list */
+    bool linked;            /* on one of those lists */
+    bool spare;             /* one of r->spare, not heap */
+    struct mizan_redis *r;
+    op_kind_t kind;
+    long long deadline;     /* monotonic ms by which the reply is due */
+    bool last;              /* OP_SETUP: its success completes the set-up */
+    bool is_publish;        /* OP_ITEM: an acknowledged PUBLISH is counted */
+    mizan_redis_lookup_cb lookup_cb; /* OP_LOOKUP, OP_DEFER_LOOKUP */
+    mizan_redis_done_cb done_cb;     /* OP_DEFER_DONE */
+    void *arg;
+    int rc;                 /* OP_DEFER_DONE */
+    batch_t *batch;         /* OP_ITEM */
+    qitem_t *item;          /* OP_ITEM */
+} op_t;
+
+/* A set of invalidation items being applied on one connection. */
+struct batch {
+    struct mizan_redis *r;
+    bool replay;          /* taken from the shared queue (failures go back to its front) */
+    qitem_t *head, *tail; /* the items, in order */
+    size_t n;
+    size_t outstanding;   /* commands sent and not yet answered */
+    mizan_redis_done_cb cb; /* not replay: the caller's callback */
+    void *arg;
+};
+
+#define NSPARE 8
+
+struct mizan_redis {
+    mizan_redis_shared_t *shared;
+    struct event_base *base;
+    conn_kind_t kind;
+    conn_state_t state;
+    redisAsyncContext *ac; /* NULL in WAIT (and once detached for teardown) */
+
+    op_t *ops_head, *ops_tail;     /* commands awaiting a reply, oldest first */
+    op_t *defer_head, *defer_tail; /* results to deliver from the next loop turn */
+    op_t spare[NSPARE];            /* deferred records when malloc fails */
+
+    struct event *timer; /* fires when the oldest command is late */
+    struct event *retry; /* backoff before the next connection attempt */
+    struct event *kick;  /* deferred work: teardown, deliveries, queue changes */
+    int backoff_ms;      /* delay before the next attempt (before jitter) */
+    unsigned fails;      /* consecutive failed attempts, for quieter logs */
+    uint64_t rng;        /* jitter */
+
+    bool kill;           /* a teardown was requested from inside a callback */
+    char kill_why[160];
+    bool counted_up;     /* counted in shared->connections_up */
+    bool ever_ready;     /* set up at least once (a later set-up is a reconnect) */
+    bool reported;       /* the last usable value given to state_cb */
+    batch_t *replay;     /* the replay under way, or NULL */
+
+    void (*state_cb)(void *arg, bool usable);
+    void *state_arg;
+
+    char *channel; /* KIND_SUB */
+    void (*msg_cb)(void *arg, const char *msg, size_t len);
+    void *msg_arg;
+
+    struct mizan_redis *next_conn; /* shared->conns, under shared->lock */
+};
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void conn_lost(mizan_redis_t *r, const char *why);
+static void maybe_replay(mizan_redis_t *r);
+
+/* ------------------------------------------------------------------------ */
+/* Shared state and the replay queue                                        */
+/* ------------------------------------------------------------------------ */
+
+mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeout_ms, mizan_err_t *err)
+{
+    if (command_timeout_ms <= 0) {
+        mizan_err_set(err, "Redis command timeout must be positive (got %d ms)", command_timeout_ms);
+        return NULL;
+    }
+    mizan_redis_shared_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        mizan_err_set(err, "out of memory");
+        return NULL;
+    }
+    if (mizan_redis_url_parse(url, &s->url, err) != 0) {
+        free(s);
+        return NULL;
+    }
+    if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        explicit_bzero(&s->url, sizeof(s->url));
+        free(s);
+        mizan_err_set(err, "cannot create a mutex");
+        return NULL;
+    }
+    s->timeout_ms = command_timeout_ms;
+    s->backoff_min_ms = 100;
+    s->backoff_max_ms = 5000;
+    atomic_init(&s->npending, 0);
+    atomic_init(&s->connections_up, 0);
+    atomic_init(&s->reconnects, 0);
+    atomic_init(&s->replayed, 0);
+    atomic_init(&s->published, 0);
+    atomic_init(&s->messages, 0);
+    return s;
+}
+
+void mizan_redis_shared_set_backoff(mizan_redis_shared_t *s, int min_ms, int max_ms)
+{
+    if (min_ms < 1)
+        min_ms = 1;
+    if (max_ms < min_ms)
+        max_ms = min_ms;
+    s->backoff_min_ms = min_ms;
+    s->backoff_max_ms = max_ms;
+}
+
+void mizan_redis_shared_free(mizan_redis_shared_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->conns != NULL)
+        mizan_log(MIZAN_LOG_ERROR, "redis: shared state freed while connections still use it");
+    if (s->qlen > 0)
+        mizan_log(MIZAN_LOG_WARN, "redis: %zu queued invalidation(s) dropped at shutdown", s->qlen);
+    for (qitem_t *it = s->qhead, *next; it != NULL; it = next) {
+        next = it->next;
+        free(it);
+    }
+    pthread_mutex_destroy(&s->lock);
+    explicit_bzero(&s->url, sizeof(s->url));
+    free(s);
+}
+
+void mizan_redis_shared_stats(mizan_redis_shared_t *s, mizan_redis_stats_t *out)
+{
+    out->connections_up = atomic_load(&s->connections_up);
+    out->reconnects = atomic_load(&s->reconnects);
+    out->replay_queued = atomic_load(&s->npending);
+    out->replayed = atomic_load(&s->replayed);
+    out->published = atomic_load(&s->published);
+    out->messages = atomic_load(&s->messages);
+}
+
+bool mizan_redis_shared_pending(mizan_redis_shared_t *s)
+{
+    return atomic_load(&s->npending) > 0;
+}
+
+/* Wakes every command connection so it replays or re-evaluates. Lock held. */
+static void wake_all_locked(mizan_redis_shared_t *s)
+{
+    for (mizan_redis_t *c = s->conns; c != NULL; c = c->next_conn)
+        event_active(c->kick, EV_TIMEOUT, 1);
+}
+
+static void set_pending_locked(mizan_redis_shared_t *s)
+{
+    atomic_store(&s->npending, s->qlen + s->inflight);
+}
+
+/* Appends a chain of n items at the tail of the queue and wakes everyone. */
+static void queue_append(mizan_redis_shared_t *s, qitem_t *head, qitem_t *tail, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (s->qtail != NULL)
+        s->qtail->next = head;
+    else
+        s->qhead = head;
+    s->qtail = tail;
+    s->qlen += n;
+    set_pending_locked(s);
+    wake_all_locked(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A copy of one invalidation item for the queue; NULL when out of memory. */
+static qitem_t *qitem_new(const mizan_redis_inval_t *in, const char *channel)
+{
+    size_t kl = strlen(in->rev_key), cl = strlen(channel);
+    size_t fixed = sizeof(qitem_t) + kl + 1 + cl + 1 + 1;
+    if (in->event_len > SIZE_MAX - fixed)
+        return NULL;
+    char *mem = malloc(fixed + in->event_len);
+    if (mem == NULL)
+        return NULL;
+    qitem_t *it = (qitem_t *)(void *)mem;
+    char *p = mem + sizeof(qitem_t);
+    memset(it, 0, sizeof(*it));
+    it->expire_s = in->expire_s;
+    memcpy(p, in->rev_key, kl + 1);
+    it->rev_key = p;
+    p += kl + 1;
+    memcpy(p, channel, cl + 1);
+    it->channel = p;
+    p += cl + 1;
+    if (in->event_len > 0)
+        memcpy(p, in->event, in->event_len);
+    p[in->event_len] = '\0';
+    it->event = p;
+    it->event_len = in->event_len;
+    return it;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
+}
+
+static struct timeval ms_tv(long long ms)
+{
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((ms % 1000) * 1000)};
+    return tv;
+}
+
+static const char *kind_name(const mizan_redis_t *r)
+{
+    return r->kind == KIND_CMD ? "command" : "subscription";
+}
+
+/* A delay between half and all of ms. */
+static int jittered(mizan_redis_t *r, int ms)
+{
+    r->rng ^= r->rng << 13;
+    r->rng ^= r->rng >> 7;
+    r->rng ^= r->rng << 17;
+    int half = ms / 2;
+    return half + (int)(r->rng % (uint64_t)(ms - half + 1));
+}
+
+/* Parses a whole decimal integer of len bytes. */
+static int parse_ll(const char *s, size_t len, long long *out)
+{
+    char buf[32];
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || buf[0] == ' ' || buf[0] == '+')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* In-flight commands and the timeout timer                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Arms the timer on the oldest command's deadline, or stops it. */
+static void arm_timer(mizan_redis_t *r)
+{
+    if (r->ops_head == NULL || r->ac == NULL) {
+        evtimer_del(r->timer);
+        return;
+    }
+    struct timeval tv = ms_tv(r->ops_head->deadline - now_ms());
+    evtimer_add(r->timer, &tv);
+}
+
+static void ops_link(mizan_redis_t *r, op_t *op)
+{
+    op->prev = r->ops_tail;
+    op->next = NULL;
+    if (r->ops_tail != NULL)
+        r->ops_tail->next = op;
+    else
+        r->ops_head = op;
+    r->ops_tail = op;
+    op->linked = true;
+    if (r->ops_head == op)
+        arm_timer(r);
+}
+
+static void ops_unlink(mizan_redis_t *r, op_t *op)
+{
+    bool was_head = (r->ops_head == op);
+    if (op->prev != NULL)
+        op->prev->next = op->next;
+    else
+        r->ops_head = op->next;
+    if (op->next != NULL)
+        op->next->prev = op->prev;
+    else
+        r->ops_tail = op->prev;
+    op->prev = op->next = NULL;
+    op->linked = false;
+    if (was_head)
+        arm_timer(r);
+}
+
+static op_t *op_new(mizan_redis_t *r, op_kind_t kind)
+{
+    op_t *op = calloc(1, sizeof(*op));
+    if (op != NULL) {
+        op->r = r;
+        op->kind = kind;
+    }
+    return op;
+}
+
+/*
+ * Queues a command on r's context with op as its record. -1 when there is no
+ * context or hiredis refuses (the context is going away); op is then unlinked
+ * and still the caller's.
+ */
+static int send_op(mizan_redis_t *r, op_t *op, int argc, const char **argv, const size_t *lens)
+{
+    if (r->ac == NULL)
+        return -1;
+    op->deadline = now_ms() + r->shared->timeout_ms;
+    ops_link(r, op);
+    if (redisAsyncCommandArgv(r->ac, on_reply, op, argc, argv, lens) != REDIS_OK) {
+        ops_unlink(r, op);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deferred deliveries                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Delivers a failure (lookup) or a result (invalidation) from the loop's next
+ * turn, so that a call never calls back into its caller.
+ */
+static void defer_result(mizan_redis_t *r, op_kind_t kind, mizan_redis_lookup_cb lcb, mizan_redis_done_cb dcb,
+                         void *arg, int rc)
+{
+    op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        for (size_t i = 0; i < NSPARE; i++) {
+            if (!r->spare[i].linked) {
+                op = &r->spare[i];
+                memset(op, 0, sizeof(*op));
+                op->spare = true;
+                break;
+            }
+        }
+    }
+    if (op == NULL) {
+        /* Nothing left to defer with: the one case that calls back at once. */
+        mizan_log(MIZAN_LOG_ERROR, "redis: out of memory; delivering a result synchronously");
+        if (kind == OP_DEFER_LOOKUP)
+            lcb(arg, -1, 0, 0, NULL, 0);
+        else
+            dcb(arg, rc);
+        return;
+    }
+    op->r = r;
+    op->kind = kind;
+    op->lookup_cb = lcb;
+    op->done_cb = dcb;
+    op->arg = arg;
+    op->rc = rc;
+    op->linked = true;
+    op->next = NULL;
+    if (r->defer_tail != NULL)
+        r->defer_tail->next = op;
+    else
+        r->defer_head = op;
+    r->defer_tail = op;
+    event_active(r->kick, EV_TIMEOUT, 1);
+}
+
+/* Delivers what is deferred now (results deferred meanwhile wait a turn). */
+static void deliver_deferred(mizan_redis_t *r)
+{
+    op_t *list = r->defer_head;
+    r->defer_head = r->defer_tail = NULL;
+    while (list != NULL) {
+        op_t *op = list;
+        list = op->next;
+        op_kind_t kind = op->kind;
+        mizan_redis_lookup_cb lcb = op->lookup_cb;
+        mizan_redis_done_cb dcb = op->done_cb;
+        void *arg = op->arg;
+        int rc = op->rc;
+        op->linked = false;
+        if (!op->spare)
+            free(op);
+        if (kind == OP_DEFER_LOOKUP)
+            lcb(arg, -1, 0, 0, NULL, 0);
+        else
+            dcb(arg, rc);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection state                                                         */
+/* ------------------------------------------------------------------------ */
+
+bool mizan_redis_usable(const mizan_redis_t *r)
+{
+    if (r == NULL || r->state != ST_READY)
+        return false;
+    if (r->kind == KIND_SUB)
+        return true;
+    return r->replay == NULL && atomic_load(&r->shared->npending) == 0;
+}
+
+void mizan_redis_on_state(mizan_redis_t *r, void (*cb)(void *arg, bool usable), void *arg)
+{
+    r->state_cb = cb;
+    r->state_arg = arg;
+    r->reported = mizan_redis_usable(r);
+}
+
+/* Tells state_cb when usability changed since it was last told. */
+static void update_usable(mizan_redis_t *r)
+{
+    if (r->state == ST_FREEING)
+        return;
+    bool now = mizan_redis_usable(r);
+    if (now == r->reported)
+        return;
+    r->reported = now;
+    if (r->state_cb != NULL)
+        r->state_cb(r->state_arg, now);
+}
+
+/*
+ * Asks for the context to be torn down from the next loop turn (we may be
+ * inside one of its callbacks). r stops being usable at once.
+ */
+static void request_kill(mizan_redis_t *r, const char *why)
+{
+    if (r->ac == NULL || (r->state != ST_SETUP && r->state != ST_READY))
+        return;
+    r->state = ST_BROKEN;
+    r->kill = true;
+    snprintf(r->kill_why, sizeof(r->kill_why), "%s", why);
+    event_active(r->kick, EV_TIMEOUT, 1);
+}
+
+/*
+ * Tears the context down now: every pending callback fails, then the
+ * connection waits for its next attempt. Never from inside a hiredis callback.
+ */
+static void kill_now(mizan_redis_t *r, const char *why)
+{
+    char reason[160];
+    snprintf(reason, sizeof(reason), "%s", why);
+    redisAsyncContext *ac = r->ac;
+    r->ac = NULL;
+    if (r->state != ST_FREEING)
+        r->state = ST_BROKEN;
+    if (ac != NULL)
+        redisAsyncFree(ac);
+    conn_lost(r, reason);
+}
+
+/* The context is gone (r->ac already NULL): schedule the next attempt. */
+static void conn_lost(mizan_redis_t *r, const char *why)
+{
+    if (r->state == ST_FREEING)
+        return;
+    mizan_redis_shared_t *s = r->shared;
+    bool was_up = r->counted_up;
+    if (r->counted_up) {
+        r->counted_up = false;
+        atomic_fetch_sub(&s->connections_up, 1);
+    }
+    r->state = ST_WAIT;
+    r->kill = false;
+    evtimer_del(r->timer);
+
+    int delay = jittered(r, r->backoff_ms);
+    r->backoff_ms = r->backoff_ms > s->backoff_max_ms / 2 ? s->backoff_max_ms : r->backoff_ms * 2;
+    if (was_up) {
+        mizan_log(MIZAN_LOG_WARN, "redis: %s connection to %s:%d lost (%s); reconnecting", kind_name(r),
+                  s->url.host, s->url.port, why);
+        r->fails = 1;
+    } else {
+        mizan_log(r->fails == 0 ? MIZAN_LOG_WARN : MIZAN_LOG_DEBUG,
+                  "redis: %s connection to %s:%d failed (%s); retrying in %d ms", kind_name(r), s->url.host,
+                  s->url.port, why, delay);
+        r->fails++;
+    }
+    struct timeval tv = ms_tv(delay);
+    evtimer_add(r->retry, &tv);
+    update_usable(r);
+}
+
+/* The last set-up reply arrived: r is up (and replays the queue first). */
+static void setup_done(mizan_redis_t *r)
+{
+    mizan_redis_shared_t *s = r->shared;
+    r->state = ST_READY;
+    r->backoff_ms = s->backoff_min_ms;
+    r->fails = 0;
+    if (!r->counted_up) {
+        r->counted_up = true;
+        atomic_fetch_add(&s->connections_up, 1);
+    }
+    if (r->ever_ready)
+        atomic_fetch_add(&s->reconnects, 1);
+    if (r->kind == KIND_SUB)
+        mizan_log(MIZAN_LOG_INFO, "redis: subscription connection to %s:%d %s; subscribed to %s", s->url.host,
+                  s->url.port, r->ever_ready ? "re-established" : "established", r->channel);
+    else
+        mizan_log(MIZAN_LOG_INFO, "redis: command connection to %s:%d db %d %s", s->url.host, s->url.port,
+                  s->url.db, r->ever_ready ? "re-established" : "established");
+    r->ever_ready = true;
+    maybe_replay(r);
+    update_usable(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Invalidation batches and replay                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Sends INCR / EXPIRE / PUBLISH for every item of b. A command that cannot
+ * be queued marks its item failed and dooms the connection (so the rest are
+ * not tried).
+ */
+static void send_items(mizan_redis_t *r, batch_t *b)
+{
+    for (qitem_t *it = b->head; it != NULL; it = it->next) {
+        char ttl[16];
+        snprintf(ttl, sizeof(ttl), "%d", it->expire_s);
+        const char *argv[3][3] = {
+            {"INCR", it->rev_key, NULL},
+            {"EXPIRE", it->rev_key, ttl},
+            {"PUBLISH", it->channel, it->event},
+        };
+        size_t lens[3][3] = {
+            {4, strlen(it->rev_key), 0},
+            {6, strlen(it->rev_key), strlen(ttl)},
+            {7, strlen(it->channel), it->event_len},
+        };
+        int argc[3] = {2, 3, 3};
+        for (int step = 0; step < 3; step++) {
+            if (step == 1 && it->expire_s <= 0)
+                continue;
+            if (r->state != ST_READY) {
+                it->failed = true;
+                break;
+            }
+            op_t *op = op_new(r, OP_ITEM);
+            if (op != NULL) {
+                op->batch = b;
+                op->item = it;
+                op->is_publish = (step == 2);
+            }
+            if (op == NULL || send_op(r, op, argc[step], argv[step], lens[step]) != 0) {
+                free(op);
+                it->failed = true;
+                request_kill(r, "could not queue a command");
+                break;
+            }
+            b->outstanding++;
+        }
+    }
+}
+
+/* Every reply of b arrived: queue what failed, report, free b. */
+static void batch_finish(batch_t *b)
+{
+    mizan_redis_t *r = b->r;
+    mizan_redis_shared_t *s = r->shared;
+    qitem_t *fhead = NULL, *ftail = NULL;
+    size_t nfail = 0, nok = 0;
+    for (qitem_t *it = b->head, *next; it != NULL; it = next) {
+        next = it->next;
+        it->next = NULL;
+        if (it->failed) {
+            it->failed = false;
+            if (ftail != NULL)
+                ftail->next = it;
+            else
+                fhead = it;
+            ftail = it;
+            nfail++;
+        } else {
+            free(it);
+            nok++;
+        }
+    }
+
+    if (!b->replay) {
+        mizan_redis_done_cb cb = b->cb;
+        void *arg = b->arg;
+        free(b);
+        if (nfail > 0) {
+            mizan_log(MIZAN_LOG_WARN, "redis: %zu invalidation(s) not applied; queued for replay", nfail);
+            queue_append(s, fhead, ftail, nfail);
+        }
+        cb(arg, nfail > 0 ? 1 : 0);
+        return;
+    }
+
+    /* A replay: failures go back to the front, in their order. */
+    pthread_mutex_lock(&s->lock);
+    s->inflight -= b->n;
+    if (nfail > 0) {
+        ftail->next = s->qhead;
+        s->qhead = fhead;
+        if (s->qtail == NULL)
+            s->qtail = ftail;
+        s->qlen += nfail;
+    }
+    set_pending_locked(s);
+    if (nfail > 0 || s->qlen + s->inflight == 0)
+        wake_all_locked(s);
+    pthread_mutex_unlock(&s->lock);
+
+    r->replay = NULL;
+    free(b);
+    atomic_fetch_add(&s->replayed, (long long)nok);
+    mizan_log(nfail > 0 ? MIZAN_LOG_WARN : MIZAN_LOG_INFO,
+              "redis: replayed %zu queued invalidation(s)%s", nok, nfail > 0 ? "; some failed and stay queued" : "");
+    if (nfail > 0)
+        request_kill(r, "replay failed");
+    maybe_replay(r);
+    update_usable(r);
+}
+
+/* When r is up and the queue has items, takes them all and replays them. */
+static void maybe_replay(mizan_redis_t *r)
+{
+    if (r->kind != KIND_CMD || r->state != ST_READY || r->replay != NULL)
+        return;
+    mizan_redis_shared_t *s = r->shared;
+    if (atomic_load(&s->npending) == 0)
+        return;
+    batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        request_kill(r, "out of memory starting a replay");
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    b->head = s->qhead;
+    b->tail = s->qtail;
+    b->n = s->qlen;
+    s->qhead = s->qtail = NULL;
+    s->qlen = 0;
+    s->inflight += b->n;
+    pthread_mutex_unlock(&s->lock);
+    if (b->n == 0) {
+        /* Someone else is replaying it. */
+        free(b);
+        return;
+    }
+    b->r = r;
+    b->replay = true;
+    r->replay = b;
+    mizan_log(MIZAN_LOG_INFO, "redis: replaying %zu queued invalidation(s)", b->n);
+    send_items(r, b);
+    if (b->outstanding == 0)
+        batch_finish(b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* hiredis callbacks                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void finish_lookup(op_t *op, const redisReply *reply)
+{
+    long long revs[2] = {0, 0};
+    const char *value = NULL;
+    size_t len = 0;
+    int rc = -1;
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        rc = 0;
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            const redisReply *e = reply->element[i];
+            if (e->type == REDIS_REPLY_NIL)
+                continue;
+            if (e->type != REDIS_REPLY_STRING || parse_ll(e->str, e->len, &revs[i]) != 0)
+                rc = -1;
+        }
+        const redisReply *v = reply->element[2];
+        if (rc == 0 && v->type == REDIS_REPLY_STRING) {
+            value = v->str;
+            len = v->len;
+        } else if (v->type != REDIS_REPLY_NIL) {
+            rc = -1;
+        }
+        if (rc != 0)
+            mizan_log(MIZAN_LOG_WARN, "redis: MGET returned a value that is not a revision; lookup failed");
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        mizan_log(MIZAN_LOG_WARN, "redis: MGET failed: %s", reply->str);
+    }
+    if (rc != 0) {
+        revs[0] = revs[1] = 0;
+        value = NULL;
+        len = 0;
+    }
+    op->lookup_cb(op->arg, rc, revs[0], revs[1], value, len);
+}
+
+/* A set-up command was refused: say why, without ever echoing a password. */
+static void setup_refused(mizan_redis_t *r, const redisReply *reply)
+{
+    const char *pw = r->shared->url.password;
+    const char *msg = reply->str != NULL ? reply->str : "";
+    if (pw[0] != '\0' && strstr(msg, pw) != NULL)
+        msg = "(server message withheld: it contains the password)";
+    mizan_log(MIZAN_LOG_WARN, "redis: %s connection set-up refused by %s:%d: %s", kind_name(r),
+              r->shared->url.host, r->shared->url.port, msg);
+    request_kill(r, "set-up refused");
+}
+
+/* A reply on the subscription: its confirmation, then messages. */
+static void sub_reply(mizan_redis_t *r, const redisAsyncContext *ac, op_t *op, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *what = reply->element[0]->str;
+    if (strcasecmp(what, "subscribe") == 0) {
+        if (op->linked)
+            ops_unlink(r, op);
+        if (r->ac == ac && r->state == ST_SETUP)
+            setup_done(r);
+    } else if (strcasecmp(what, "message") == 0) {
+        const redisReply *m = reply->element[2];
+        if (m->type != REDIS_REPLY_STRING)
+            return;
+        atomic_fetch_add(&r->shared->messages, 1);
+        if (r->msg_cb != NULL && r->state == ST_READY)
+            r->msg_cb(r->msg_arg, m->str, m->len);
+    }
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    op_t *op = privdata;
+    const redisReply *reply = reply_;
+    mizan_redis_t *r = op->r;
+    bool current = (r->ac == ac);
+
+    if (op->kind == OP_SUB && reply != NULL) {
+        sub_reply(r, ac, op, reply);
+        return;
+    }
+    if (op->linked)
+        ops_unlink(r, op);
+    /* A NULL reply on our live context: hiredis is tearing it down, and
+     * on_disconnect / on_connect will say so; stop being usable now. */
+    if (reply == NULL && current && r->state != ST_FREEING)
+        r->state = ST_BROKEN;
+
+    switch (op->kind) {
+    case OP_SETUP:
+        if (reply == NULL || !current)
+            break;
+        if (reply->type == REDIS_REPLY_ERROR)
+            setup_refused(r, reply);
+        else if (op->last && r->state == ST_SETUP)
+            setup_done(r);
+        break;
+    case OP_LOOKUP:
+        finish_lookup(op, reply);
+        break;
+    case OP_STORE:
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+            mizan_log(MIZAN_LOG_WARN, "redis: SET failed: %s", reply->str);
+        break;
+    case OP_ITEM: {
+        batch_t *b = op->batch;
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            if (reply != NULL)
+                mizan_log(MIZAN_LOG_WARN, "redis: invalidation command failed: %s", reply->str);
+            op->item->failed = true;
+        } else if (op->is_publish) {
+            atomic_fetch_add(&r->shared->published, 1);
+        }
+        if (--b->outstanding == 0)
+            batch_finish(b);
+        break;
+    }
+    case OP_SUB:
+    case OP_DEFER_LOOKUP:
+    case OP_DEFER_DONE:
+        break;
+    }
+    free(op);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    mizan_redis_t *r = ac->data;
+    if (r == NULL || r->ac != ac || status == REDIS_OK)
+        return; /* success: the set-up replies decide readiness */
+    char why[160];
+    snprintf(why, sizeof(why), "%s", ac->c.errstr[0] != '\0' ? ac->c.errstr : "connect failed");
+    r->ac = NULL; /* hiredis frees the context when this returns */
+    if (r->state != ST_FREEING)
+        r->state = ST_BROKEN;
+    conn_lost(r, why);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    mizan_redis_t *r = ac->data;
+    if (r == NULL || r->ac != ac)
+        return; /* a context we detached ourselves */
+    char why[160];
+    snprintf(why, sizeof(why), "%s",
+             status == REDIS_OK ? "closed" : ac->c.errstr[0] != '\0' ? ac->c.errstr : "connection error");
+    r->ac = NULL; /* hiredis frees the context when this returns */
+    if (r->state != ST_FREEING)
+        r->state = ST_BROKEN;
+    conn_lost(r, why);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connecting                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Queues a new set-up record of kind with its command; NULL on failure. */
+static op_t *send_setup_cmd(mizan_redis_t *r, op_kind_t kind, int argc, const char **argv, const size_t *lens)
+{
+    op_t *op = op_new(r, kind);
+    if (op == NULL)
+        return NULL;
+    if (send_op(r, op, argc, argv, lens) != 0) {
+        free(op);
+        return NULL;
+    }
+    return op;
+}
+
+/* AUTH when there are credentials, then SELECT / PING, or SUBSCRIBE. */
+static int send_setup(mizan_redis_t *r)
+{
+    const mizan_redis_url_t *u = &r->shared->url;
+    if (u->user[0] != '\0' || u->password[0] != '\0') {
+        const char *argv[3] = {"AUTH"};
+        size_t lens[3] = {4};
+        int argc = 1;
+        if (u->user[0] != '\0') {
+            argv[argc] = u->user;
+            lens[argc++] = strlen(u->user);
+        }
+        argv[argc] = u->password;
+        lens[argc++] = strlen(u->password);
+        if (send_setup_cmd(r, OP_SETUP, argc, argv, lens) == NULL)
+            return -1;
+    }
+    if (r->kind == KIND_SUB) {
+        const char *argv[2] = {"SUBSCRIBE", r->channel};
+        size_t lens[2] = {9, strlen(r->channel)};
+        return send_setup_cmd(r, OP_SUB, 2, argv, lens) != NULL ? 0 : -1;
+    }
+    op_t *last;
+    if (u->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", u->db);
+        const char *argv[2] = {"SELECT", db};
+        size_t lens[2] = {6, strlen(db)};
+        last = send_setup_cmd(r, OP_SETUP, 2, argv, lens);
+    } else {
+        const char *argv[1] = {"PING"};
+        size_t lens[1] = {4};
+        last = send_setup_cmd(r, OP_SETUP, 1, argv, lens);
+    }
+    if (last == NULL)
+        return -1;
+    last->last = true;
+    return 0;
+}
+
+static void start_connect(mizan_redis_t *r)
+{
+    const mizan_redis_url_t *u = &r->shared->url;
+    char why[160];
+    redisAsyncContext *ac = redisAsyncConnect(u->host, u->port);
+    if (ac == NULL) {
+        conn_lost(r, "out of memory");
+        return;
+    }
+    if (ac->err != 0) {
+        snprintf(why, sizeof(why), "%s", ac->c.errstr);
+        redisAsyncFree(ac);
+        conn_lost(r, why);
+        return;
+    }
+    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        conn_lost(r, "cannot attach to the event loop");
+        return;
+    }
+    ac->data = r;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    (void)redisEnableKeepAlive(&ac->c);
+    r->ac = ac;
+    r->state = ST_SETUP;
+    if (send_setup(r) != 0)
+        kill_now(r, "could not queue the set-up commands");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_redis_t *r = arg;
+    if (r->state == ST_WAIT)
+        start_connect(r);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_redis_t *r = arg;
+    if (r->ac == NULL || r->ops_head == NULL)
+        return;
+    if (r->ops_head->deadline > now_ms()) {
+        arm_timer(r);
+        return;
+    }
+    char why[64];
+    snprintf(why, sizeof(why), "no reply within %d ms", r->shared->timeout_ms);
+    kill_now(r, why);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_redis_t *r = arg;
+    if (r->kill) {
+        r->kill = false;
+        if (r->ac != NULL)
+            kill_now(r, r->kill_why);
+    }
+    deliver_deferred(r);
+    maybe_replay(r);
+    update_usable(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public interface                                                         */
+/* ------------------------------------------------------------------------ */
+
+static mizan_redis_t *conn_new(struct event_base *base, mizan_redis_shared_t *s, conn_kind_t kind)
+{
+    mizan_redis_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->shared = s;
+    r->base = base;
+    r->kind = kind;
+    r->state = ST_WAIT;
+    r->backoff_ms = s->backoff_min_ms;
+    r->rng = ((uint64_t)(uintptr_t)r ^ (uint64_t)now_ms() * 0x9e3779b97f4a7c15ULL) | 1u;
+    r->timer = evtimer_new(base, on_timeout, r);
+    r->retry = evtimer_new(base, on_retry, r);
+    r->kick = event_new(base, -1, 0, on_kick, r);
+    if (r->timer == NULL || r->retry == NULL || r->kick == NULL) {
+        if (r->timer != NULL)
+            event_free(r->timer);
+        if (r->retry != NULL)
+            event_free(r->retry);
+        if (r->kick != NULL)
+            event_free(r->kick);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Makes the first attempt from the loop's next turn. */
+static void conn_start(mizan_redis_t *r)
+{
+    struct timeval zero = {0, 0};
+    evtimer_add(r->retry, &zero);
+}
+
+mizan_redis_t *mizan_redis_new(struct event_base *base, mizan_redis_shared_t *shared)
+{
+    mizan_redis_t *r = conn_new(base, shared, KIND_CMD);
+    if (r == NULL)
+        return NULL;
+    pthread_mutex_lock(&shared->lock);
+    r->next_conn = shared->conns;
+    shared->conns = r;
+    pthread_mutex_unlock(&shared->lock);
+    conn_start(r);
+    return r;
+}
+
+mizan_redis_t *mizan_redis_subscribe(struct event_base *base, mizan_redis_shared_t *shared,
+                                     const char *channel,
+                                     void (*cb)(void *arg, const char *msg, size_t len), void *arg)
+{
+    mizan_redis_t *r = conn_new(base, shared, KIND_SUB);
+    if (r == NULL)
+        return NULL;
+    r->channel = strdup(channel);
+    if (r->channel == NULL) {
+        event_free(r->timer);
+        event_free(r->retry);
+        event_free(r->kick);
+        free(r);
+        return NULL;
+    }
+    r->msg_cb = cb;
+    r->msg_arg = arg;
+    conn_start(r);
+    return r;
+}
+
+void mizan_redis_free(mizan_redis_t *r)
+{
+    if (r == NULL)
+        return;
+    mizan_redis_shared_t *s = r->shared;
+    if (r->kind == KIND_CMD) {
+        pthread_mutex_lock(&s->lock);
+        for (mizan_redis_t **pp = &s->conns; *pp != NULL; pp = &(*pp)->next_conn) {
+            if (*pp == r) {
+                *pp = r->next_conn;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    r->state = ST_FREEING;
+    if (r->ac != NULL) {
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        redisAsyncFree(ac); /* every pending callback fails here */
+    }
+    while (r->defer_head != NULL)
+        deliver_deferred(r);
+    if (r->counted_up)
+        atomic_fetch_sub(&s->connections_up, 1);
+    event_free(r->timer);
+    event_free(r->retry);
+    event_free(r->kick);
+    free(r->channel);
+    free(r);
+}
+
+void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const char *k3,
+                        mizan_redis_lookup_cb cb, void *arg)
+{
+    if (mizan_redis_usable(r)) {
+        op_t *op = op_new(r, OP_LOOKUP);
+        if (op != NULL) {
+            op->lookup_cb = cb;
+            op->arg = arg;
+            const char *argv[4] = {"MGET", k1, k2, k3};
+            size_t lens[4] = {4, strlen(k1), strlen(k2), strlen(k3)};
+            if (send_op(r, op, 4, argv, lens) == 0)
+                return;
+            free(op);
+            request_kill(r, "could not queue a command");
+        }
+    }
+    defer_result(r, OP_DEFER_LOOKUP, cb, NULL, arg, -1);
+}
+
+void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, size_t len, int ttl_s)
+{
+    if (ttl_s <= 0 || !mizan_redis_usable(r))
+        return;
+    op_t *op = op_new(r, OP_STORE);
+    if (op == NULL)
+        return;
+    char ttl[16];
+    snprintf(ttl, sizeof(ttl), "%d", ttl_s);
+    const char *argv[5] = {"SET", key, value, "EX", ttl};
+    size_t lens[5] = {3, strlen(key), len, 2, strlen(ttl)};
+    if (send_op(r, op, 5, argv, lens) != 0)
+        free(op);
+}
+
+void mizan_redis_invalidate(mizan_redis_t *r, const mizan_redis_inval_t *items, size_t n,
+                            const char *channel, mizan_redis_done_cb cb, void *arg)
+{
+    qitem_t *head = NULL, *tail = NULL;
+    for (size_t i = 0; i < n; i++) {
+        qitem_t *it = qitem_new(&items[i], channel);
+        if (it == NULL) {
+            for (qitem_t *q = head, *next; q != NULL; q = next) {
+                next = q->next;
+                free(q);
+            }
+            mizan_log(MIZAN_LOG_ERROR, "redis: out of memory copying %zu invalidation(s); none applied", n);
+            defer_result(r, OP_DEFER_DONE, NULL, cb, arg, -1);
+            return;
+        }
+        if (tail != NULL)
+            tail->next = it;
+        else
+            head = it;
+        tail = it;
+    }
+    if (n == 0) {
+        defer_result(r, OP_DEFER_DONE, NULL, cb, arg, 0);
+        return;
+    }
+    if (r->kind == KIND_CMD && r->state == ST_READY) {
+        batch_t *b = calloc(1, sizeof(*b));
+        if (b != NULL) {
+            b->r = r;
+            b->head = head;
+            b->tail = tail;
+            b->n = n;
+            b->cb = cb;
+            b->arg = arg;
+            send_items(r, b);
+            if (b->outstanding > 0)
+                return; /* batch_finish reports after the last reply */
+            free(b);
+            for (qitem_t *q = head; q != NULL; q = q->next)
+                q->failed = false;
+        }
+    }
+    queue_append(r->shared, head, tail, n);
+    defer_result(r, OP_DEFER_DONE, NULL, cb, arg, 1);
+}

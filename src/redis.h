@@ -1,0 +1,192 @@
+/*
+ * redis.h - the gateway's Redis layer: URL parsing, per-loop command
+ * connections, the subscription connection, and the replay queue of
+ * invalidations that could not be applied.
+ *
+ * DESIGN (threads): a mizan_redis_t belongs to one I/O loop. It is created,
+ * used and freed on that loop's thread only, and every callback it makes runs
+ * on that thread. The instance-wide state (URL, counters, the replay queue)
+ * lives in a mizan_redis_shared_t, which any thread may touch: its mutex is
+ * held only for short list operations, never across a Redis round trip. When
+ * the replay queue changes, the shared state wakes every command connection
+ * with event_active (the one call that crosses threads), so a connection that
+ * is up replays the queue and every connection re-evaluates whether it is
+ * usable. That requires evthread_use_pthreads() before the bases are made.
+ *
+ * Redis is reached with hiredis' async API on libevent; nothing here ever
+ * blocks on Redis. hiredis 0.14 has no per-command timeout, so each
+ * connection keeps one timer on its oldest unanswered command: when a reply
+ * is late by the command timeout, the connection is torn down (every pending
+ * callback fails) and re-established with exponential backoff.
+ *
+ * Consistency rule: an invalidation that could not be applied is queued and
+ * replayed (INCR is idempotent enough: applying one twice only
+ * over-invalidates). While anything is queued or being replayed, no
+ * connection of the instance is usable for bundle reads, so no instance can
+ * serve a bundle older than a mutation it acknowledged.
+ */
+#ifndef MIZAN_REDIS_H
+#define MIZAN_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error.h"
+
+struct event_base;
+
+/**
+ * A parsed redis://[user:password@]host[:port][/db] URL. user and password
+ * are percent-decoded; host has no brackets (an IPv6 literal is written
+ * [::1] in the URL). port defaults to 6379, db to 0.
+ */
+typedef struct mizan_redis_url {
+    char host[256];
+    int port;
+    int db;
+    char user[128];     /**< "" when absent */
+    char password[256]; /**< "" when absent; never logged */
+} mizan_redis_url_t;
+
+/**
+ * Parses url into out. -1 with err on a malformed URL; the message never
+ * contains the password (nor the URL, which may carry it). Any thread.
+ */
+int mizan_redis_url_parse(const char *url, mizan_redis_url_t *out, mizan_err_t *err);
+
+/** Instance-wide state shared by every connection; thread-safe. */
+typedef struct mizan_redis_shared mizan_redis_shared_t;
+
+/**
+ * New shared state for url with command_timeout_ms (> 0) as the longest a
+ * command may wait for its reply. NULL with err on a bad URL, a bad timeout
+ * or out of memory.
+ */
+mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeout_ms, mizan_err_t *err);
+
+/**
+ * Sets the reconnection backoff: the first retry waits min_ms, each further
+ * one twice as long up to max_ms, each with jitter (a random delay between
+ * half and all of it). Defaults 100 and 5000. Call before any connection is
+ * made (tests shorten it).
+ */
+void mizan_redis_shared_set_backoff(mizan_redis_shared_t *s, int min_ms, int max_ms);
+
+/** Frees s and anything still queued. Only after every connection is freed. */
+void mizan_redis_shared_free(mizan_redis_shared_t *s);
+
+/** Counters, read with mizan_redis_shared_stats. */
+typedef struct mizan_redis_stats {
+    int connections_up;   /**< connections connected and set up right now (both kinds) */
+    long long reconnects; /**< times a connection was set up again after losing Redis */
+    size_t replay_queued; /**< invalidations not yet applied: queued or being replayed */
+    long long replayed;   /**< invalidations applied from the replay queue */
+    long long published;  /**< PUBLISH commands Redis acknowledged */
+    long long messages;   /**< messages received by subscriptions */
+} mizan_redis_stats_t;
+
+/** A snapshot of the counters. Any thread. */
+void mizan_redis_shared_stats(mizan_redis_shared_t *s, mizan_redis_stats_t *out);
+
+/**
+ * True while an invalidation is queued or being replayed: no connection of
+ * the instance is usable then. Any thread.
+ */
+bool mizan_redis_shared_pending(mizan_redis_shared_t *s);
+
+/** A Redis connection owned by one loop (command or subscription). */
+typedef struct mizan_redis mizan_redis_t;
+
+/**
+ * A command connection on base (which must outlive it). Connects in the
+ * background on the loop: AUTH (user and password, or password alone) when
+ * the URL has them, SELECT when db is not 0 (PING otherwise), then replays
+ * the shared queue; reconnects with backoff forever, until freed. NULL when
+ * out of memory. Loop thread.
+ */
+mizan_redis_t *mizan_redis_new(struct event_base *base, mizan_redis_shared_t *shared);
+
+/**
+ * Tears r down. Every pending callback is called exactly once, with failure,
+ * before this returns (lookups rc -1, invalidations rc 1 with their items
+ * queued); on_state is not called. Must not be called from inside one of r's
+ * own callbacks. NULL is a no-op. Loop thread.
+ */
+void mizan_redis_free(mizan_redis_t *r);
+
+/**
+ * True when r is connected, set up, and nothing is queued or being replayed
+ * anywhere in the instance: bundles may be read and written. For a
+ * subscription: the subscription is confirmed. Loop thread.
+ */
+bool mizan_redis_usable(const mizan_redis_t *r);
+
+/**
+ * Registers cb (NULL to remove), called on the loop each time
+ * mizan_redis_usable(r) flips, with its new value. cb must not free r.
+ * Loop thread.
+ */
+void mizan_redis_on_state(mizan_redis_t *r, void (*cb)(void *arg, bool usable), void *arg);
+
+/**
+ * The reply to MGET k1 k2 k3. rc 0: ctx_rev and scoped_rev are the first two
+ * values as integers (0 when missing), value/len the third (value NULL, len 0
+ * when missing; the bytes are valid only inside the callback). rc -1: Redis
+ * unusable, the command timed out, or Redis answered an error or a
+ * non-integer revision; the other arguments are then 0/NULL.
+ */
+typedef void (*mizan_redis_lookup_cb)(void *arg, int rc, long long ctx_rev, long long scoped_rev,
+                                      const char *value, size_t len);
+
+/**
+ * Sends MGET k1 k2 k3 (NUL-terminated keys, copied). cb is called exactly
+ * once on the loop, never from within this call (a failure known at once is
+ * delivered from the loop's next turn). Loop thread.
+ */
+void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const char *k3,
+                        mizan_redis_lookup_cb cb, void *arg);
+
+/**
+ * Sends SET key value EX ttl_s, fire and forget (value copied). Silently
+ * dropped when r is not usable or ttl_s <= 0. Loop thread.
+ */
+void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, size_t len, int ttl_s);
+
+/** One invalidation: INCR rev_key, EXPIRE rev_key expire_s when > 0, PUBLISH event. */
+typedef struct mizan_redis_inval {
+    const char *rev_key;
+    int expire_s;
+    const char *event;
+    size_t event_len;
+} mizan_redis_inval_t;
+
+/**
+ * rc 0: every item was applied. rc 1: some were not (Redis unusable, or it
+ * failed midway); those items were queued and will be replayed whole. rc -1:
+ * out of memory copying the items: nothing was sent or queued.
+ */
+typedef void (*mizan_redis_done_cb)(void *arg, int rc);
+
+/**
+ * Applies n items (copied, strings included) on r and publishes each event
+ * on channel. The commands are sent whenever r itself is connected and set
+ * up, even while a replay elsewhere makes r unusable for reads; otherwise the
+ * items are queued at once. cb is called exactly once on the loop after every
+ * reply arrived, never from within this call. Loop thread.
+ */
+void mizan_redis_invalidate(mizan_redis_t *r, const mizan_redis_inval_t *items, size_t n,
+                            const char *channel, mizan_redis_done_cb cb, void *arg);
+
+/**
+ * A subscription connection to channel on base (one per instance). cb runs
+ * on the loop for each message (msg valid only inside cb). Reconnects with
+ * backoff; its on_state says when the subscription is up or down (events may
+ * have been missed while it was down). It never replays the queue (a
+ * subscribed connection cannot run commands); lookups on it fail, stores are
+ * dropped and invalidations are queued. NULL when out of memory. Loop thread.
+ */
+mizan_redis_t *mizan_redis_subscribe(struct event_base *base, mizan_redis_shared_t *shared,
+                                     const char *channel,
+                                     void (*cb)(void *arg, const char *msg, size_t len), void *arg);
+
+#endif /* MIZAN_REDIS_H */
