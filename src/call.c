@@ -155,7 +155,7 @@ void mizan_call_handle(mizan_exchange_t *ex)
         return;
     }
     json_decref(errors);
-    if (fn->handler == NULL) {
+    if (fn->handler == NULL && fn->upstream == NULL) {
         json_decref(args);
         mizan_reply_error(ex, MIZAN_NOT_IMPLEMENTED, "this function is declared but has no handler", NULL);
         return;

@@ -57,7 +57,8 @@ static const field_t fields[] = {
 #undef OFF
 
 /* Members of the top-level object that are not in `fields`. */
-static const char *sections[] = {"listen", "log_level", "token", "cache", "modules", NULL};
+static const char *sections[] = {"listen", "log_level", "token", "cache", "modules",
+                                 "upstreams", "functions", "contexts", NULL};
 
 static char *dup_or_null(const char *s)
 {
@@ -500,6 +501,10 @@ int mizan_config_load(mizan_config_t *cfg, const char *path, const char *exe_dir
         read_cache(cfg, json_object_get(root, "cache"), err) < 0 ||
         read_modules(cfg, json_object_get(root, "modules"), exe_dir, err) < 0)
         goto done;
+    /* Declared upstream functions and contexts are checked by upstream.c. */
+    cfg->upstreams = json_deep_copy(json_object_get(root, "upstreams"));
+    cfg->functions = json_deep_copy(json_object_get(root, "functions"));
+    cfg->contexts = json_deep_copy(json_object_get(root, "contexts"));
     rc = 0;
 done:
     json_decref(root);
@@ -523,6 +528,9 @@ void mizan_config_deinit(mizan_config_t *cfg)
         json_decref(cfg->modules[i].config);
     }
     free(cfg->modules);
+    json_decref(cfg->upstreams);
+    json_decref(cfg->functions);
+    json_decref(cfg->contexts);
     OPENSSL_cleanse(cfg->cache_secret, sizeof(cfg->cache_secret));
     OPENSSL_cleanse(&cfg->tokens, sizeof(cfg->tokens));
     memset(cfg, 0, sizeof(*cfg));

@@ -59,6 +59,9 @@ typedef struct mizan_config {
     char *module_dir;          /**< where bare module names are found */
     mizan_module_conf_t *modules;
     size_t nmodules;
+    json_t *upstreams;         /**< "upstreams" object as written (owned), or NULL */
+    json_t *functions;         /**< "functions" array declared in the config (owned), or NULL */
+    json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
 } mizan_config_t;
 
 /**

@@ -166,7 +166,7 @@ void mizan_context_compute(mizan_exchange_t *ex)
     }
     for (size_t i = 0; i < c->nfns; i++) {
         const mizan_function_t *fn = c->fns[i];
-        if (fn->handler == NULL) {
+        if (fn->handler == NULL && fn->upstream == NULL) {
             json_object_set_new(ex->errors, fn->name,
                                 json_pack("{s:s, s:s, s:n}", "code", "NOT_IMPLEMENTED", "message",
                                           "this function is declared but has no handler", "details"));

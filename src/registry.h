@@ -54,6 +54,7 @@ typedef struct mizan_function {
     char *description;
     mizan_modinst_t *module;
     struct mizan_fn_metrics *metrics; /**< counters (metrics.c), mutable atomics */
+    struct mizan_upstream_fn *upstream; /**< set for a function served by an HTTP upstream (upstream.c) */
 } mizan_function_t;
 
 /** A registered context. */
