@@ -1312,7 +1312,7 @@ void mizan_redis_free(mizan_redis_t *r)
 void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const char *k3,
                         mizan_redis_lookup_cb cb, void *arg)
 {
-    if (mizan_redis_usable(r)) {
+    if (r->kind == KIND_CMD && mizan_redis_usable(r)) {
         op_t *op = op_new(r, OP_LOOKUP);
         if (op != NULL) {
             op->lookup_cb = cb;
@@ -1330,7 +1330,7 @@ void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const 
 
 void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, size_t len, int ttl_s)
 {
-    if (ttl_s <= 0 || !mizan_redis_usable(r))
+    if (ttl_s <= 0 || r->kind != KIND_CMD || !mizan_redis_usable(r))
         return;
     op_t *op = op_new(r, OP_STORE);
     if (op == NULL)
