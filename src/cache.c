@@ -486,7 +486,9 @@ static void on_redis_invalidated(void *arg, int rc)
     ic->ex->external = false;
     if (rc == 1)
         mizan_log(MIZAN_LOG_WARN, "Redis unavailable: invalidation queued for replay (request %s)", ic->ex->rid);
-    ic->done(ic->ex, 0);
+    /* Queued counts as recorded: it is replayed before this instance reads
+     * bundles again. Only a failure to queue (out of memory) is an error. */
+    ic->done(ic->ex, rc < 0 ? -1 : 0);
     inval_call_free(ic);
 }
 
