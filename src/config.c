@@ -170,7 +170,7 @@ static int read_token(mizan_config_t *cfg, const json_t *tok, mizan_err_t *err)
     static const char *allowed[] = {"secret", "keys", "primary", "leeway_s", "cookie", NULL};
     mizan_token_keys_t *keys = &cfg->tokens;
     const char *file = cfg->file;
-    char what[128];
+    char what[sizeof(((mizan_err_t *)0)->msg)];
     if (tok != NULL && !json_is_object(tok))
         return mizan_err_set(err, "%s: field \"token\" must be an object", file);
     if (tok != NULL && check_members(file, "token.", tok, allowed, err) < 0)
@@ -206,7 +206,8 @@ static int read_token(mizan_config_t *cfg, const json_t *tok, mizan_err_t *err)
             return mizan_err_set(err, "%s: field \"token.keys[%zu]\" must be {\"kid\": \"1..63 chars\", \"secret\": \"...\"}",
                                  file, i);
         if (keys->nkeys >= MIZAN_TOKEN_MAX_KEYS)
-            return mizan_err_set(err, "%s: field \"token.keys\" holds more than %d keys", file, MIZAN_TOKEN_MAX_KEYS - 1);
+            return mizan_err_set(err, "%s: field \"token.keys\" holds too many keys (at most %d keys in all, token.secret included)",
+                                 file, MIZAN_TOKEN_MAX_KEYS);
         for (size_t j = 0; j < keys->nkeys; j++)
             if (strcmp(keys->keys[j].kid, json_string_value(kid)) == 0)
                 return mizan_err_set(err, "%s: field \"token.keys[%zu]\": duplicate kid \"%s\"", file, i,
@@ -276,7 +277,7 @@ static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err
             return mizan_err_set(err, "%s: field \"cache.secret\" must be a string", file);
         secret = json_string_value(s);
     }
-    char what[128];
+    char what[sizeof(((mizan_err_t *)0)->msg)];
     snprintf(what, sizeof(what), "%s: %s", file, origin);
     if (secret != NULL) {
         if (set_secret(cfg->cache_secret, sizeof(cfg->cache_secret), &cfg->cache_secret_len, secret, what, err) < 0)

@@ -143,6 +143,12 @@ bool mizan_req_cancelled(const mizan_req_t *req)
 
 int mizan_req_sleep(const mizan_req_t *req, long ms)
 {
+    /* A year is "until cancelled" for any handler; larger would overflow. */
+    const long max_ms = 366L * 24 * 3600 * 1000;
+    if (ms > max_ms)
+        ms = max_ms;
+    if (ms < 0)
+        ms = 0;
     struct timespec now, until;
     clock_gettime(CLOCK_MONOTONIC, &now);
     until = now;

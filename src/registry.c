@@ -365,8 +365,10 @@ int mizan_registry_finish(mizan_registry_t *reg, mizan_err_t *err)
 {
     if (json_array_size(reg->pending_errors) > 0)
         return mizan_err_set(err, "%s", json_string_value(json_array_get(reg->pending_errors, 0)));
-    qsort(reg->fns, reg->nfns, sizeof(*reg->fns), cmp_fn);
-    qsort(reg->ctxs, reg->nctxs, sizeof(*reg->ctxs), cmp_ctx);
+    if (reg->nfns > 1)
+        qsort(reg->fns, reg->nfns, sizeof(*reg->fns), cmp_fn);
+    if (reg->nctxs > 1)
+        qsort(reg->ctxs, reg->nctxs, sizeof(*reg->ctxs), cmp_ctx);
     for (size_t i = 1; i < reg->nfns; i++)
         if (strcmp(reg->fns[i - 1]->name, reg->fns[i]->name) == 0)
             return mizan_err_set(err, "function \"%s\" is registered twice (modules \"%s\" and \"%s\")",

@@ -45,12 +45,12 @@ json_t *mizan_request_parse_json(const char *buf, size_t len, int max_depth, miz
     json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (v == NULL) {
         const char *why = "malformed JSON";
-        if (strstr(jerr.text, "too big") != NULL)
-            why = "integer outside the 64-bit range";
-        else if (strstr(jerr.text, "UTF-8") != NULL)
-            why = "invalid UTF-8";
-        else if (strstr(jerr.text, "duplicate") != NULL)
-            why = "duplicate object key";
+        switch (json_error_code(&jerr)) {
+        case json_error_numeric_overflow: why = "integer outside the 64-bit range"; break;
+        case json_error_invalid_utf8: why = "invalid UTF-8"; break;
+        case json_error_duplicate_key: why = "duplicate object key"; break;
+        default: break;
+        }
         mizan_err_set(err, "%s at line %d, column %d", why, jerr.line, jerr.column);
     }
     return v;
