@@ -64,6 +64,7 @@ struct mizan_cache {
     pthread_mutex_t lock;         /* guards flights */
     flight_t *flights;
     atomic_llong hits, misses, bypasses, coalesced, invalidations, received;
+    bool sub_was_down; /* the subscription dropped since it was last up (loop 0 only) */
 };
 
 static void body_unref(shared_body_t *b)
@@ -77,6 +78,7 @@ static void body_unref(shared_body_t *b)
 /* ---- set-up ------------------------------------------------------------ */
 
 static void on_event_message(void *arg, const char *msg, size_t len);
+static char *event_text(const mizan_cache_t *c, const json_t *target);
 
 int mizan_cache_new(mizan_gateway_t *gw, mizan_err_t *err)
 {
@@ -106,6 +108,33 @@ static void on_redis_state(void *arg, bool usable)
         mizan_log(MIZAN_LOG_WARN, "loop %d: Redis unusable; contexts are computed without the cache", loop->index);
 }
 
+/*
+ * The subscription came back after being down: events published meanwhile
+ * (by any instance, including this one's replay) may have been missed, so
+ * this instance's streams are told that every context may be stale.
+ */
+static void on_subscription_state(void *arg, bool usable)
+{
+    mizan_gateway_t *gw = arg;
+    mizan_cache_t *c = gw->cache;
+    if (!usable) {
+        c->sub_was_down = true;
+        return;
+    }
+    if (!c->sub_was_down)
+        return;
+    c->sub_was_down = false;
+    for (size_t i = 0; i < gw->reg.nctxs; i++) {
+        json_t *target = json_pack("{s:s}", "context", gw->reg.ctxs[i]->name);
+        char *text = target != NULL ? event_text(c, target) : NULL;
+        if (text != NULL)
+            mizan_events_publish(gw, text, strlen(text));
+        free(text);
+        json_decref(target);
+    }
+    mizan_log(MIZAN_LOG_INFO, "event subscription restored: streams told every context may be stale");
+}
+
 int mizan_cache_loop_init(mizan_loop_t *loop, mizan_err_t *err)
 {
     mizan_cache_t *c = loop->gw->cache;
@@ -116,9 +145,12 @@ int mizan_cache_loop_init(mizan_loop_t *loop, mizan_err_t *err)
     if ((loop->redis = mizan_redis_new(loop->base, c->shared)) == NULL)
         return mizan_err_set(err, "cannot create the Redis client of loop %d", loop->index);
     mizan_redis_on_state(loop->redis, on_redis_state, loop);
-    if (loop->index == 0 &&
-        (loop->sub = mizan_redis_subscribe(loop->base, c->shared, c->channel, on_event_message, loop->gw)) == NULL)
-        return mizan_err_set(err, "cannot create the Redis subscriber");
+    if (loop->index == 0) {
+        loop->sub = mizan_redis_subscribe(loop->base, c->shared, c->channel, on_event_message, loop->gw);
+        if (loop->sub == NULL)
+            return mizan_err_set(err, "cannot create the Redis subscriber");
+        mizan_redis_on_state(loop->sub, on_subscription_state, loop->gw);
+    }
     return 0;
 }
 
@@ -144,13 +176,10 @@ void mizan_cache_free(mizan_cache_t *c)
     free(c);
 }
 
-bool mizan_cache_ready(mizan_cache_t *c)
+bool mizan_cache_ready(mizan_loop_t *loop)
 {
-    if (c->shared == NULL)
-        return true;
-    mizan_redis_stats_t st;
-    mizan_redis_shared_stats(c->shared, &st);
-    return st.connections_up > 0 && !mizan_redis_shared_pending(c->shared);
+    /* Usable means connected, set up, and no invalidation waiting for replay. */
+    return loop->gw->cache->shared == NULL || mizan_redis_usable(loop->redis);
 }
 
 void mizan_cache_stats(mizan_cache_t *c, mizan_cache_stats_t *out)

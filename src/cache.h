@@ -57,8 +57,8 @@ void mizan_cache_exchange_done(mizan_exchange_t *ex);
 /** Bumps revisions and publishes events for targets (borrowed), then done(ex, rc). Loop thread. */
 void mizan_cache_invalidate(mizan_exchange_t *ex, const json_t *targets, void (*done)(mizan_exchange_t *ex, int rc));
 
-/** True when bundles can be read and written (always, embedded). Any thread. */
-bool mizan_cache_ready(mizan_cache_t *cache);
+/** True when the loop can read and write bundles (always, embedded). That loop's thread. */
+bool mizan_cache_ready(mizan_loop_t *loop);
 
 void mizan_cache_stats(mizan_cache_t *cache, mizan_cache_stats_t *out);
 

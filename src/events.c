@@ -73,7 +73,12 @@ static void client_free(client_t *cl)
 static void on_close(struct evhttp_connection *evcon, void *arg)
 {
     (void)evcon;
-    client_free(arg);
+    client_t *cl = arg;
+    /* On EOF evhttp detaches a request still being streamed instead of
+     * freeing it; an attached one is freed with the connection. */
+    if (evhttp_request_get_connection(cl->req) == NULL)
+        evhttp_request_free(cl->req);
+    client_free(cl);
 }
 
 /* Drops a stream whose client stopped reading; the close callback frees cl. */

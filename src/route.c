@@ -80,7 +80,7 @@ static void handle_health(mizan_exchange_t *ex, bool ready)
         mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
         return;
     }
-    if (ready && !mizan_cache_ready(gw->cache)) {
+    if (ready && !mizan_cache_ready(ex->loop)) {
         mizan_reply_header(ex, "Retry-After", "1");
         mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the shared cache (Redis) is unreachable", NULL);
         return;
