@@ -60,6 +60,7 @@ typedef struct mizan_loop {
     atomic_size_t unsent;        /**< answered, reply not yet flushed */
     atomic_size_t outstanding;   /**< jobs submitted and not yet handed back */
     uint64_t rng[2];             /**< request-id generator state */
+    time_t accept_warned;        /**< last accept-failure log line (rate limit) */
 } mizan_loop_t;
 
 /** The gateway. */

@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "cache.h"
 #include "events.h"
@@ -311,6 +312,53 @@ static int open_listener(const mizan_config_t *cfg, int port, mizan_err_t *err)
     return fd;
 }
 
+/* The process's gateway, for callbacks that carry someone else's argument. */
+static mizan_gateway_t *the_gateway;
+
+/* The listener is paused after accept() ran out of descriptors; resume. */
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_loop_t *loop = arg;
+    if (loop->bound != NULL)
+        evconnlistener_enable(evhttp_bound_socket_get_listener(loop->bound));
+}
+
+/*
+ * accept() failed. Out of descriptors, the pending connection stays queued
+ * and the listener would fire again at once, spinning the loop: pause it
+ * for 100 ms and say why, at most once a second per loop.
+ */
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    (void)arg; /* evhttp's, not ours: find the loop by its base */
+    int e = EVUTIL_SOCKET_ERROR();
+    mizan_loop_t *loop = NULL;
+    for (int i = 0; the_gateway != NULL && i < the_gateway->nloops; i++)
+        if (the_gateway->loops[i].base == evconnlistener_get_base(lev))
+            loop = &the_gateway->loops[i];
+    if (loop == NULL)
+        return;
+    time_t now = time(NULL);
+    bool exhausted = e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+    if (now != loop->accept_warned) {
+        loop->accept_warned = now;
+        if (exhausted)
+            mizan_log(MIZAN_LOG_ERROR,
+                      "out of file descriptors accepting connections (%s): pausing accept on loop %d for 100 ms; "
+                      "raise the open-file limit (LimitNOFILE, ulimit -n) or lower client concurrency",
+                      strerror(e), loop->index);
+        else
+            mizan_log(MIZAN_LOG_WARN, "accept failed on loop %d: %s", loop->index, strerror(e));
+    }
+    if (exhausted) {
+        evconnlistener_disable(lev);
+        struct timeval tv = {0, 100000};
+        event_base_once(loop->base, -1, EV_TIMEOUT, on_accept_resume, loop, &tv);
+    }
+}
+
 static void *loop_main(void *arg)
 {
     mizan_loop_t *loop = arg;
@@ -323,6 +371,7 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
     const mizan_config_t *cfg = &gw->cfg;
     loop->gw = gw;
     loop->index = index;
+    the_gateway = gw;
     loop->fd = -1;
     pthread_mutex_init(&loop->lock, NULL);
     if (getrandom(loop->rng, sizeof(loop->rng), 0) != sizeof(loop->rng)) {
@@ -353,6 +402,7 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
         loop->fd = -1;
         return mizan_err_set(err, "cannot accept on the listening socket");
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(loop->bound), on_accept_error);
     if (pthread_create(&loop->thread, NULL, loop_main, loop) != 0)
         return mizan_err_set(err, "cannot start I/O thread %d", index);
     return 0;
