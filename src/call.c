@@ -57,6 +57,8 @@ static void call_done(mizan_exchange_t *ex)
         }
         json_t *details = job->details;
         job->details = NULL;
+        if (job->code == MIZAN_UNAVAILABLE)
+            mizan_reply_header(ex, "Retry-After", "1");
         mizan_reply_error(ex, job->code, job->message, details);
         return;
     }

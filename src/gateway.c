@@ -21,6 +21,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "metrics.h"
+#include "upstream.h"
 
 int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char *exe_dir, mizan_err_t *err)
 {
@@ -31,6 +32,8 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
     mizan_log_setup((mizan_log_level_t)gw->cfg.log_level, gw->cfg.instance);
     mizan_registry_init(&gw->reg, gw->cfg.function_timeout_ms);
     if (mizan_modules_load(&gw->reg, &gw->cfg, &gw->mods, &gw->nmods, err) < 0)
+        return -1;
+    if (mizan_upstream_register(gw, err) < 0)
         return -1;
     if (mizan_registry_finish(&gw->reg, err) < 0)
         return -1;
@@ -155,6 +158,7 @@ void mizan_gateway_deinit(mizan_gateway_t *gw)
     mizan_cache_free(gw->cache);
     mizan_metrics_deinit(gw);
     mizan_registry_deinit(&gw->reg);
+    mizan_upstream_deinit(gw);
     mizan_modules_unload(gw->mods, gw->nmods);
     mizan_config_deinit(&gw->cfg);
 }

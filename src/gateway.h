@@ -53,6 +53,7 @@ typedef struct mizan_loop {
     struct mizan_redis *redis;    /**< this loop's Redis commands (NULL: embedded) */
     struct mizan_redis *sub;      /**< the instance's subscriber (loop 0 only) */
     struct mizan_sse *sse;        /**< this loop's event-stream clients */
+    struct mizan_upstream_loop *upstream; /**< this loop's upstream connection pools (upstream_client.c) */
 
     /* Loop-thread only, except the atomics (read by the main thread). */
     struct mizan_exchange *live; /**< exchanges not yet answered */
@@ -74,6 +75,7 @@ struct mizan_gateway {
     int nloops;
     atomic_bool draining; /**< shutting down: refuse new requests */
     struct mizan_cache *cache; /**< bundles, revisions, events */
+    struct mizan_upstreams *upstreams; /**< services and functions declared in the config (upstream.c) */
     time_t started;
 };
 

@@ -29,6 +29,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "metrics.h"
+#include "upstream.h"
 
 /* ---- completion queue -------------------------------------------------- */
 
@@ -160,8 +161,19 @@ int mizan_exchange_submit(mizan_exchange_t *ex)
             goto fail;
         list[n++] = job;
     }
-    if (n > 0 && mizan_pool_submit(&loop->gw->pool, list, n) < 0)
+    /* Upstream functions start on this loop (upstream_client.c); the rest
+     * go to the worker pool, all or nothing. */
+    size_t npool = 0;
+    for (size_t i = 0; i < n; i++)
+        if (list[i]->fn->upstream == NULL) {
+            mizan_job_t *t = list[npool];
+            list[npool++] = list[i];
+            list[i] = t;
+        }
+    if (npool > 0 && mizan_pool_submit(&loop->gw->pool, list, npool) < 0)
         goto fail;
+    for (size_t i = npool; i < n; i++)
+        mizan_upstream_start(loop, list[i]);
     for (size_t i = 0; i < n; i++) {
         struct timeval tv = {list[i]->fn->timeout_ms / 1000, (list[i]->fn->timeout_ms % 1000) * 1000};
         evtimer_add(list[i]->timer, &tv);
@@ -391,7 +403,7 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
     evhttp_set_timeout_tv(loop->http, &idle);
     evhttp_set_allowed_methods(loop->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                                EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    if (mizan_cache_loop_init(loop, err) < 0)
+    if (mizan_cache_loop_init(loop, err) < 0 || mizan_upstream_loop_init(loop, err) < 0)
         return -1;
     loop->fd = open_listener(cfg, port, err);
     if (loop->fd < 0)
@@ -467,6 +479,7 @@ void mizan_loop_join(mizan_loop_t *loop)
      * drain budget) are gone with the process; everything else is back. */
     on_wake(-1, 0, loop);
     mizan_cache_loop_deinit(loop);
+    mizan_upstream_loop_deinit(loop);
     on_wake(-1, 0, loop);
     if (loop->http != NULL)
         evhttp_free(loop->http);

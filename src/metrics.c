@@ -14,6 +14,7 @@
 #include "cache.h"
 #include "events.h"
 #include "redis.h"
+#include "upstream.h"
 
 /* Bucket bounds in seconds. */
 static const double bounds[MIZAN_METRICS_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -274,6 +275,11 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
              "# HELP mizan_redis_replay_queued Invalidations waiting for Redis to come back.\n"
              "# TYPE mizan_redis_replay_queued gauge\nmizan_redis_replay_queued %zu\n",
              rs.connections_up, rs.reconnects, rs.replay_queued);
+    }
+    char *up = mizan_upstream_metrics(gw);
+    if (up != NULL) {
+        emit(&o, "%s", up);
+        free(up);
     }
     emit(&o,
          "# HELP process_resident_memory_bytes Resident set size.\n"
