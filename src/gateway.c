@@ -27,6 +27,7 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
 {
     memset(gw, 0, sizeof(*gw));
     atomic_init(&gw->draining, false);
+    atomic_init(&gw->closing, false);
     if (mizan_config_load(&gw->cfg, config_path, exe_dir, err) < 0)
         return -1;
     mizan_log_setup((mizan_log_level_t)gw->cfg.log_level, gw->cfg.instance);
@@ -133,6 +134,7 @@ void mizan_gateway_stop(mizan_gateway_t *gw)
     long deadline = now_ms() + gw->cfg.drain_timeout_ms;
     while (!all_idle(gw) && now_ms() < deadline)
         sleep_ms(5);
+    atomic_store(&gw->closing, true);
     bool clean = all_idle(gw);
     if (!clean) {
         mizan_log(MIZAN_LOG_WARN, "drain budget of %d ms spent; answering what is left with 503",

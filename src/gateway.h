@@ -73,7 +73,8 @@ struct mizan_gateway {
     mizan_pool_t pool;
     mizan_loop_t *loops;
     int nloops;
-    atomic_bool draining; /**< shutting down: refuse new requests */
+    atomic_bool draining; /**< shutting down: /readyz 503, every answer closes its connection */
+    atomic_bool closing;  /**< drain over (or its budget spent): refuse what still arrives */
     struct mizan_cache *cache; /**< bundles, revisions, events */
     struct mizan_upstreams *upstreams; /**< services and functions declared in the config (upstream.c) */
     time_t started;

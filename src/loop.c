@@ -260,7 +260,7 @@ void mizan_exchange_finish(mizan_exchange_t *ex, int status)
         json_t *f = json_pack("{s:s, s:s, s:i, s:I}", "request_id", ex->rid, "route", ex->route, "status", status,
                               "duration_us", (json_int_t)us);
         if (f != NULL && ex->target[0] != '\0')
-            json_object_set_new(f, ex->ctx != NULL ? "context" : "function", json_string(ex->target));
+            json_object_set_new(f, strcmp(ex->route, "ctx") == 0 ? "context" : "function", json_string(ex->target));
         if (f != NULL && ex->cache != NULL)
             json_object_set_new(f, "cache", json_string(ex->cache));
         mizan_log_fields(MIZAN_LOG_INFO, "request", f);

@@ -195,8 +195,12 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
         for (size_t s = 0; s <= NSTATUSES; s++) {
             long long n = atomic_load(&requests[r][s]);
             if (n > 0 || (s == 0 && r == 0))
-                emit(&o, "mizan_requests_total{route=\"%s\",status=\"%s%d\"} %lld\n", routes[r],
-                     s < NSTATUSES ? "" : "other", s < NSTATUSES ? statuses[s] : 0, n);
+            {
+                char code[16];
+                snprintf(code, sizeof(code), "%d", s < NSTATUSES ? statuses[s] : 0);
+                emit(&o, "mizan_requests_total{route=\"%s\",status=\"%s\"} %lld\n", routes[r],
+                     s < NSTATUSES ? code : "other", n);
+            }
         }
     emit(&o, "# HELP mizan_request_duration_seconds Time from routing to the reply, by route.\n"
              "# TYPE mizan_request_duration_seconds histogram\n");

@@ -108,7 +108,10 @@ void mizan_route_request(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, 500, "Internal Server Error");
         return;
     }
-    if (atomic_load(&gw->draining)) {
+    /* While draining, requests on connections accepted before it are still
+     * served (each answer closes its connection): a proxy cannot retry a 503
+     * for a POST. Only once the drain is over is what arrives refused. */
+    if (atomic_load(&gw->closing)) {
         ex->route = "draining";
         mizan_reply_header(ex, "Retry-After", "1");
         mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
