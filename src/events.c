@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "conn.h"
 #include "log.h"
 #include "request.h"
 
@@ -137,9 +138,12 @@ void mizan_events_loop_deinit(mizan_loop_t *loop)
     mizan_sse_t *sse = loop->sse;
     if (sse == NULL)
         return;
-    /* Connections (and their requests) were freed with the evhttp. */
-    while (sse->clients != NULL)
+    /* Streams opened after the drain began: stop hearing of their
+     * connections, which evhttp_free() closes afterwards. */
+    while (sse->clients != NULL) {
+        mizan_conns_on_close(loop, sse->clients->evcon, NULL, NULL);
         client_free(sse->clients);
+    }
     if (sse->heartbeat != NULL)
         event_free(sse->heartbeat);
     free(sse);
@@ -153,7 +157,7 @@ void mizan_events_close_all(mizan_loop_t *loop)
         return;
     while (sse->clients != NULL) {
         client_t *cl = sse->clients;
-        evhttp_connection_set_closecb(cl->evcon, NULL, NULL);
+        mizan_conns_on_close(loop, cl->evcon, NULL, NULL);
         evhttp_send_reply_end(cl->req);
         client_free(cl);
     }
@@ -277,6 +281,12 @@ void mizan_events_handle(mizan_exchange_t *ex)
             return;
         }
     }
+    if (atomic_load(&loop->gw->draining)) {
+        json_decref(q);
+        mizan_reply_header(ex, "Retry-After", "1");
+        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+        return;
+    }
     if (atomic_load(&total_clients) >= (size_t)cfg->sse_max_clients) {
         json_decref(q);
         mizan_reply_header(ex, "Retry-After", "5");
@@ -325,7 +335,7 @@ void mizan_events_handle(mizan_exchange_t *ex)
         cl->next->prev = cl;
     loop->sse->clients = cl;
     evhttp_send_reply_start(cl->req, 200, "OK");
-    evhttp_connection_set_closecb(cl->evcon, on_close, cl);
+    mizan_conns_on_close(loop, cl->evcon, on_close, cl);
     static const char hello[] = "retry: 2000\n: connected\n\n";
     write_to(cl, hello, sizeof(hello) - 1);
 }

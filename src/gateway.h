@@ -53,6 +53,7 @@ typedef struct mizan_loop {
     struct mizan_redis *redis;    /**< this loop's Redis commands (NULL: embedded) */
     struct mizan_redis *sub;      /**< the instance's subscriber (loop 0 only) */
     struct mizan_sse *sse;        /**< this loop's event-stream clients */
+    struct mizan_conns *conns;    /**< request deadlines of this loop's connections */
     struct mizan_upstream_loop *upstream; /**< this loop's upstream connection pools (upstream_client.c) */
 
     /* Loop-thread only, except the atomics (read by the main thread). */

@@ -25,6 +25,7 @@
 #include <event2/listener.h>
 
 #include "cache.h"
+#include "conn.h"
 #include "events.h"
 #include "gateway.h"
 #include "log.h"
@@ -401,6 +402,8 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
     evhttp_set_max_body_size(loop->http, (ev_ssize_t)cfg->max_body_bytes * 4);
     struct timeval idle = {cfg->idle_timeout_s, 0};
     evhttp_set_timeout_tv(loop->http, &idle);
+    if (mizan_conns_init(loop, err) < 0)
+        return -1;
     evhttp_set_allowed_methods(loop->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                                EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     if (mizan_cache_loop_init(loop, err) < 0 || mizan_upstream_loop_init(loop, err) < 0)
@@ -483,6 +486,7 @@ void mizan_loop_join(mizan_loop_t *loop)
     on_wake(-1, 0, loop);
     if (loop->http != NULL)
         evhttp_free(loop->http);
+    mizan_conns_deinit(loop);
     if (loop->wake != NULL)
         event_free(loop->wake);
     event_base_free(loop->base);

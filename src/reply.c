@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 
+#include "conn.h"
 #include "gateway.h"
 #include "log.h"
 
@@ -77,6 +78,7 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
     struct evbuffer *buf = evbuffer_new();
     if (buf != NULL && len > 0)
         evbuffer_add(buf, body, len);
+    mizan_conns_reply_sending(ex->loop, req);
     if (evhttp_request_get_connection(req) != NULL) {
         atomic_fetch_add(&ex->loop->unsent, 1);
         evhttp_request_set_on_complete_cb(req, on_flushed, ex->loop);

@@ -11,6 +11,7 @@
 #include <event2/http.h>
 
 #include "cache.h"
+#include "conn.h"
 #include "events.h"
 #include "gateway.h"
 #include "log.h"
@@ -103,6 +104,7 @@ void mizan_route_request(struct evhttp_request *req, void *arg)
 {
     mizan_loop_t *loop = arg;
     mizan_gateway_t *gw = loop->gw;
+    mizan_conns_request_read(loop, req);
     mizan_exchange_t *ex = mizan_exchange_new(loop, req);
     if (ex == NULL) {
         evhttp_send_error(req, 500, "Internal Server Error");
