@@ -42,8 +42,10 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -247,6 +249,23 @@ static int fail_json(blog_err_t *err, const char *what)
 /* Connections                                                          */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Waits for a lock held by another connection (or process) in short,
+ * even steps. SQLite's own busy timeout backs off to 100 ms sleeps, which
+ * under write contention between gateway processes leaves the lock free
+ * while every waiter sleeps: p99 latencies of a second. limit is the
+ * budget in milliseconds, smuggled through the handler's pointer argument.
+ */
+static int on_busy(void *limit, int count)
+{
+    const long step_us = 500;
+    if ((long)count * step_us / 1000 >= (long)(intptr_t)limit)
+        return 0; /* give up: SQLITE_BUSY */
+    struct timespec ts = {0, step_us * 1000};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
 /**
  * Opens path with flags, then turns on extended result codes, the busy
  * timeout and foreign keys (a per-connection setting in SQLite, off by
@@ -263,7 +282,7 @@ static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out, blog
         goto done;
     }
     sqlite3_extended_result_codes(db, 1);
-    if (sqlite3_busy_timeout(db, busy_ms) != SQLITE_OK ||
+    if (sqlite3_busy_handler(db, on_busy, (void *)(intptr_t)busy_ms) != SQLITE_OK ||
         sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
         fail_sql(err, db, "cannot configure the connection");
         goto done;
