@@ -146,7 +146,9 @@ void mizan_gateway_stop(mizan_gateway_t *gw)
     /* Late handlers see mizan_req_cancelled() and stop early. */
     mizan_job_cancel_all();
     mizan_pool_stop(&gw->pool);
-    deadline = now_ms() + 1000;
+    /* What is left waits on Redis (answered within its timeout) or on
+     * replies being flushed. */
+    deadline = now_ms() + 1000 + (gw->cfg.redis_url != NULL ? gw->cfg.redis_timeout_ms : 0);
     while (!all_idle(gw) && now_ms() < deadline)
         sleep_ms(5);
     for (int i = 0; i < gw->nloops; i++)
@@ -157,6 +159,7 @@ void mizan_gateway_stop(mizan_gateway_t *gw)
 void mizan_gateway_deinit(mizan_gateway_t *gw)
 {
     free(gw->loops);
+    mizan_pool_deinit(&gw->pool);
     mizan_cache_free(gw->cache);
     mizan_metrics_deinit(gw);
     mizan_registry_deinit(&gw->reg);

@@ -51,7 +51,7 @@ int mizan_pool_start(mizan_pool_t *pool, int nthreads, size_t capacity, void (*c
     pthread_cond_init(&pool->nonempty, NULL);
     for (int i = 0; i < nthreads; i++) {
         if (pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0) {
-            mizan_pool_stop(pool);
+            mizan_pool_deinit(pool);
             return mizan_err_set(err, "cannot start worker thread %d", i);
         }
         pool->nthreads++;
@@ -88,7 +88,7 @@ void mizan_pool_load(mizan_pool_t *pool, size_t *queued, size_t *busy)
 
 void mizan_pool_stop(mizan_pool_t *pool)
 {
-    if (pool->ring == NULL)
+    if (pool->ring == NULL || pool->threads == NULL)
         return;
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
@@ -96,10 +96,18 @@ void mizan_pool_stop(mizan_pool_t *pool)
     pthread_mutex_unlock(&pool->lock);
     for (int i = 0; i < pool->nthreads; i++)
         pthread_join(pool->threads[i], NULL);
+    free(pool->threads);
+    pool->threads = NULL;
+    pool->nthreads = 0;
+}
+
+void mizan_pool_deinit(mizan_pool_t *pool)
+{
+    if (pool->ring == NULL)
+        return;
+    mizan_pool_stop(pool);
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->nonempty);
     free(pool->ring);
-    free(pool->threads);
     pool->ring = NULL;
-    pool->threads = NULL;
 }

@@ -45,7 +45,14 @@ int mizan_pool_submit(mizan_pool_t *pool, mizan_job_t **jobs, size_t n);
 /** Jobs queued and running now (for metrics and readiness). Any thread. */
 void mizan_pool_load(mizan_pool_t *pool, size_t *queued, size_t *busy);
 
-/** Lets workers finish the queue, then joins them. Main thread. */
+/**
+ * Lets workers finish the queue, then joins them. Main thread. Submissions
+ * from then on are refused, so the pool stays valid (loops may still try)
+ * until mizan_pool_deinit().
+ */
 void mizan_pool_stop(mizan_pool_t *pool);
+
+/** Frees the stopped pool, once no loop runs. Main thread. */
+void mizan_pool_deinit(mizan_pool_t *pool);
 
 #endif /* MIZAN_POOL_H */

@@ -156,9 +156,13 @@ Test(pool, submit_run_complete)
     cr_assert_eq(q, 0);
     cr_assert_eq(b, 0);
     mizan_pool_stop(&pool);
-    cr_assert_null(pool.ring);
     cr_assert_null(pool.threads);
     mizan_pool_stop(&pool); /* a second stop is harmless */
+    mizan_job_t *late = new_job(&fn_count, 99);
+    cr_assert_eq(mizan_pool_submit(&pool, &late, 1), -1, "a stopped pool accepted work");
+    mizan_job_free(late);
+    mizan_pool_deinit(&pool);
+    cr_assert_null(pool.ring);
 }
 
 Test(pool, batch_submission)
@@ -172,6 +176,7 @@ Test(pool, batch_submission)
     wait_completed(8);
     cr_assert_eq(mizan_pool_submit(&pool, jobs, 0), 0, "an empty batch fits");
     mizan_pool_stop(&pool);
+    mizan_pool_deinit(&pool);
     cr_assert_eq(atomic_load(&completed), 8);
 }
 
@@ -226,6 +231,7 @@ Test(pool, capacity_is_exact_and_batches_are_all_or_nothing)
     cr_assert_eq(mizan_pool_submit(&pool, &over, 1), 0);
     wait_completed(6);
     mizan_pool_stop(&pool);
+    mizan_pool_deinit(&pool);
     cr_assert_eq(atomic_load(&handled), 6);
 }
 
@@ -247,6 +253,7 @@ Test(pool, ring_wraps_around)
     }
     wait_completed(500);
     mizan_pool_stop(&pool);
+    mizan_pool_deinit(&pool);
 }
 
 struct stopper {
@@ -299,6 +306,7 @@ Test(pool, stop_drains_the_queue_and_refuses_new_work)
     /* Every queued job ran and completed before stop returned. */
     cr_assert_eq(atomic_load(&handled), N);
     cr_assert_eq(atomic_load(&completed), N);
+    mizan_pool_deinit(&pool);
 }
 
 /* Submitters for the concurrency test. */
@@ -348,6 +356,7 @@ Test(pool, concurrent_submitters_lose_nothing)
     for (int t = 0; t < SUBMITTERS; t++)
         pthread_join(threads[t], NULL);
     mizan_pool_stop(&pool);
+    mizan_pool_deinit(&pool);
     cr_assert_eq(atomic_load(&handled), total);
     cr_assert_eq(atomic_load(&completed), total);
     for (int i = 0; i < total; i++)
@@ -381,6 +390,7 @@ Test(pool, cancelled_jobs_are_handed_back_unrun)
     }
     cr_assert_eq(mizan_pool_submit(&pool, jobs, 4), 0);
     mizan_pool_stop(&pool);
+    mizan_pool_deinit(&pool);
     cr_assert_eq(atomic_load(&back_ran), 2);
     cr_assert_eq(atomic_load(&back_skipped), 2);
     cr_assert_eq(atomic_load(&handled), 2);
