@@ -6,7 +6,7 @@ MIZAN_BUILD_PACKAGES="build-essential cmake pkg-config libevent-dev libjansson-d
   libhiredis-dev libpcre2-dev libsqlite3-dev"
 # Extra packages for the test suite.
 MIZAN_TEST_PACKAGES="libcriterion-dev redis-server redis-tools json-schema-test-suite python3-jwt python3-yaml openssl
-  haproxy nginx systemd prometheus curl wrk gnuplot-nox util-linux"
+  haproxy nginx systemd prometheus curl wrk gnuplot-nox util-linux clang libclang-rt-14-dev"
 
 # Runs a command as root (directly, or through sudo for a normal user).
 as_root() {
