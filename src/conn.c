@@ -274,12 +274,17 @@ void mizan_conns_deinit(mizan_loop_t *loop)
     loop->conns = NULL;
 }
 
-void mizan_conns_request_read(mizan_loop_t *loop, struct evhttp_request *req)
+/* The tracked connection a request arrived on, or NULL. */
+static conn_t *conn_of(mizan_loop_t *loop, struct evhttp_request *req)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    conn_t *c = evcon != NULL && loop->conns != NULL
-                    ? lookup(loop->conns, evhttp_connection_get_bufferevent(evcon))
-                    : NULL;
+    return evcon != NULL && loop->conns != NULL ? lookup(loop->conns, evhttp_connection_get_bufferevent(evcon))
+                                                : NULL;
+}
+
+void mizan_conns_request_read(mizan_loop_t *loop, struct evhttp_request *req)
+{
+    conn_t *c = conn_of(loop, req);
     if (c != NULL) {
         c->first_ms = 0;
         c->busy = true;
@@ -288,10 +293,7 @@ void mizan_conns_request_read(mizan_loop_t *loop, struct evhttp_request *req)
 
 void mizan_conns_reply_sending(mizan_loop_t *loop, struct evhttp_request *req)
 {
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    conn_t *c = evcon != NULL && loop->conns != NULL
-                    ? lookup(loop->conns, evhttp_connection_get_bufferevent(evcon))
-                    : NULL;
+    conn_t *c = conn_of(loop, req);
     if (c != NULL) {
         c->busy = false;
         c->first_ms = 0;

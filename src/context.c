@@ -195,11 +195,7 @@ void mizan_context_compute(mizan_exchange_t *ex)
     }
     ex->done = context_done;
     if (mizan_exchange_submit(ex) < 0) {
-        mizan_reply_header(ex, "Retry-After", "1");
-        mizan_reply_error(ex, MIZAN_UNAVAILABLE,
-                          atomic_load(&ex->loop->gw->draining) ? "the gateway is shutting down"
-                                                               : "the gateway is overloaded; retry shortly",
-                          NULL);
+        mizan_reply_unavailable(ex);
         return;
     }
     if (ex->pending == 0)

@@ -283,8 +283,7 @@ void mizan_events_handle(mizan_exchange_t *ex)
     }
     if (atomic_load(&loop->gw->draining)) {
         json_decref(q);
-        mizan_reply_header(ex, "Retry-After", "1");
-        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+        mizan_reply_unavailable(ex);
         return;
     }
     if (atomic_load(&total_clients) >= (size_t)cfg->sse_max_clients) {

@@ -176,6 +176,9 @@ void mizan_reply_json(mizan_exchange_t *ex, json_t *body);
  */
 void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *message, json_t *details);
 
+/** 503 with Retry-After: shutting down, or overloaded (the work queue is full). */
+void mizan_reply_unavailable(mizan_exchange_t *ex);
+
 /** A 422 from a validation error list (stolen). */
 void mizan_reply_invalid(mizan_exchange_t *ex, json_t *errors);
 

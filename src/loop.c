@@ -457,10 +457,8 @@ static void abort_cb(evutil_socket_t fd, short what, void *arg)
         mizan_exchange_t *next = ex->next;
         /* One waiting on Redis or on another loop's computation is answered
          * by that completion, which is bounded by timeouts. */
-        if (!ex->external) {
-            mizan_reply_header(ex, "Retry-After", "1");
-            mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
-        }
+        if (!ex->external)
+            mizan_reply_unavailable(ex);
         ex = next;
     }
 }

@@ -39,21 +39,11 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
+#include "request.h"
 
 /* ------------------------------------------------------------------------ */
 /* URL parsing                                                              */
 /* ------------------------------------------------------------------------ */
-
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /*
  * Percent-decodes [s, s + n) into out (cap bytes, NUL-terminated).
@@ -67,8 +57,8 @@ static int decode_part(const char *s, size_t n, char *out, size_t cap)
         if (c == '%') {
             if (n - i < 3)
                 return -1;
-            int hi = hex_value((unsigned char)s[i + 1]);
-            int lo = hex_value((unsigned char)s[i + 2]);
+            int hi = mizan_request_hex_digit((unsigned char)s[i + 1]);
+            int lo = mizan_request_hex_digit((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             c = hi * 16 + lo;

@@ -133,6 +133,15 @@ void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *mess
     free(text);
 }
 
+void mizan_reply_unavailable(mizan_exchange_t *ex)
+{
+    mizan_reply_header(ex, "Retry-After", "1");
+    mizan_reply_error(ex, MIZAN_UNAVAILABLE,
+                      atomic_load(&ex->loop->gw->draining) ? "the gateway is shutting down"
+                                                           : "the gateway is overloaded; retry shortly",
+                      NULL);
+}
+
 void mizan_reply_invalid(mizan_exchange_t *ex, json_t *errors)
 {
     size_t n = json_array_size(errors);

@@ -56,7 +56,7 @@ json_t *mizan_request_parse_json(const char *buf, size_t len, int max_depth, miz
     return v;
 }
 
-static int hexval(char c)
+int mizan_request_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -80,8 +80,8 @@ static char *decode_component(const char *src, size_t n, size_t *outlen)
         if (c == '+') {
             out[j++] = ' ';
         } else if (c == '%') {
-            int hi = i + 1 < n ? hexval(src[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(src[i + 2]) : -1;
+            int hi = i + 1 < n ? mizan_request_hex_digit((unsigned char)src[i + 1]) : -1;
+            int lo = i + 2 < n ? mizan_request_hex_digit((unsigned char)src[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                 free(out);
                 return NULL;

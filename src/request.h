@@ -28,4 +28,7 @@ json_t *mizan_request_parse_json(const char *buf, size_t len, int max_depth, miz
  */
 json_t *mizan_request_parse_query(const char *query, mizan_err_t *err);
 
+/** The value of hex digit c (either case), or -1. */
+int mizan_request_hex_digit(int c);
+
 #endif /* MIZAN_REQUEST_H */

@@ -77,8 +77,7 @@ static void handle_health(mizan_exchange_t *ex, bool ready)
         return;
     mizan_gateway_t *gw = ex->loop->gw;
     if (ready && atomic_load(&gw->draining)) {
-        mizan_reply_header(ex, "Retry-After", "1");
-        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+        mizan_reply_unavailable(ex);
         return;
     }
     if (ready && !mizan_cache_ready(ex->loop)) {
@@ -115,8 +114,7 @@ void mizan_route_request(struct evhttp_request *req, void *arg)
      * for a POST. Only once the drain is over is what arrives refused. */
     if (atomic_load(&gw->closing)) {
         ex->route = "draining";
-        mizan_reply_header(ex, "Retry-After", "1");
-        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
+        mizan_reply_unavailable(ex);
         return;
     }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
