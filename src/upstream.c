@@ -451,7 +451,7 @@ static int read_upstream(const mizan_config_t *cfg, const char *name, const json
         return -1;
     if ((up->name = strdup(name)) == NULL)
         return mizan_err_set(err, "out of memory");
-    long long v;
+    long long v = 0;
     if (read_url(file, where, json_object_get(obj, "url"), up, err) < 0)
         return -1;
     if (read_int(file, where, obj, "timeout_ms", 1, 3600000, cfg->function_timeout_ms, &v, err) < 0)
@@ -858,7 +858,7 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
     snprintf(uw, sizeof(uw), "%supstream", where);
     if (read_fn_upstream(cfg, ups, uw, json_object_get(obj, "upstream"), schema, s, err) < 0)
         return -1;
-    long long timeout;
+    long long timeout = 0;
     if (read_int(file, where, obj, "timeout_ms", 1, 3600000, s->up->timeout_ms, &timeout, err) < 0)
         return -1;
 
@@ -927,7 +927,7 @@ static int read_context(const mizan_config_t *cfg, mizan_upstreams_t *ups, mizan
         if (!json_is_string(item))
             return mizan_err_set(err, "%s: field \"%sfunctions[%zu]\" must be a function name", file, where, k);
     }
-    long long ttl;
+    long long ttl = 0;
     if (read_int(file, where, obj, "ttl", 0, 31536000, 0, &ttl, err) < 0)
         return -1;
     json_t *scope = json_object_get(obj, "scope");

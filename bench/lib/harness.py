@@ -15,7 +15,14 @@ everything a run needs, all on loopback ports:
                                 every-fetch-a-miss scenario
     mizand "redis-a", "redis-b" sharing Redis and one SQLite file: cache hits
                                 through Redis, the mixed workload, SSE
+    mizand "upstream"           no module: four upstream functions declared in
+                                its config, answered by "ceiling-upstream",
+                                and two contexts bundling them (TTL 0 and
+                                TTL 300), for the upstream_bundle scenarios
     ceiling                     the evhttp + jansson reference server
+    ceiling "ceiling-upstream"  a second instance of it, the HTTP service the
+                                upstream functions call (never the bottleneck:
+                                it is the least a JSON server can do)
 
 Every process it starts is written to <work>/pids ("PID NAME" lines) before
 anything else happens, so that bench/run's trap can kill exactly those even
@@ -25,8 +32,8 @@ that: SIGTERM, then SIGKILL after a grace period.
 
 Pinning: with two CPUs or more, the load generators (wrk, bench-client) are
 pinned with taskset to the first half of the CPUs this process may use and
-every server (gateways, ceiling, Redis) to the other half; gateways and the
-ceiling get as many I/O threads as there are server CPUs, and wrk as many
+every server (gateways, ceilings, Redis) to the other half; gateways and the
+ceilings get as many I/O threads as there are server CPUs, and wrk as many
 threads as there are load CPUs.
 
 Only the Python standard library is used (Debian's python3).
@@ -56,10 +63,14 @@ CHECK_POSTS = 100        # posts 901..1000 are the checker's; the mixed load wri
 SMALL_CACHE = 65536      # cache.max_bytes of the miss instance (the config's minimum)
 WORKERS = 16             # worker threads per gateway, as the blog example's config
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+UPSTREAM_PATHS = ["/a", "/b", "/c", "/d"]  # one upstream function per path, all in one context
+UPSTREAM_POOL = 64       # upstream connections per I/O thread: as many as wrk's, so the pool is not the limit
+UPSTREAM_QUEUE = 1024    # calls that may wait for a pooled connection (64 connections x 4 calls fit)
+UPSTREAM_CACHED_TTL = 300  # the cached variant's TTL: longer than the scenario, so it never expires mid-run
 
 SCENARIOS = [
     "call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss",
-    "ctx_fanout", "mixed", "sse_fanout", "connections", "upstream_bundle",
+    "ctx_fanout", "mixed", "sse_fanout", "connections", "upstream_bundle", "upstream_bundle_cached",
 ]
 
 # What each set runs: seconds per wrk run, ceiling/gateway rounds per wrk
@@ -217,6 +228,19 @@ def metric_delta(before, after, name, **labels):
     return after[key] - before.get(key, 0.0)
 
 
+def _n(x):
+    """An integer with thousands separators, or "unknown"."""
+    return "unknown" if x is None else f"{x:,}"
+
+
+def metric_value(snapshot, name, **labels):
+    """One series' value as an int (counters and small gauges); None when absent."""
+    if snapshot is None:
+        return None
+    v = snapshot.get((name, tuple(sorted(labels.items()))))
+    return int(v) if v is not None else None
+
+
 def cache_outcomes(pairs, context):
     """Cache outcome deltas of context summed over (before, after) pairs."""
     total = {"hit": 0, "miss": 0, "bypass": 0}
@@ -301,6 +325,7 @@ class Harness:
         self.redis = None
         self.redis_addr = None
         self.ceiling = None
+        self.upstream_svc = None
         self.token = None
 
     # -- progress ---------------------------------------------------------
@@ -390,7 +415,12 @@ class Harness:
             self.stop(proc)
         raise BenchError("redis-server did not start (see redis.log)")
 
-    def start_gateway(self, name, db, redis=False, cache_max_bytes=None):
+    def start_gateway(self, name, db, redis=False, cache_max_bytes=None, extra=None):
+        """
+        Starts a gateway on a free port and waits for /readyz. db: the blog
+        module's SQLite file, or None for a gateway without modules; extra:
+        more top-level config sections (upstreams, functions, contexts).
+        """
         for _ in range(5):
             port = free_port()
             cache = {"secret": CACHE_SECRET}
@@ -410,8 +440,10 @@ class Harness:
                 "module_dir": self.module_dir,
                 "token": {"secret": TOKEN_SECRET},
                 "cache": cache,
-                "modules": [{"name": "blog", "config": {"db": db, "seed_posts": POSTS}}],
             }
+            if db is not None:
+                cfg["modules"] = [{"name": "blog", "config": {"db": db, "seed_posts": POSTS}}]
+            cfg.update(extra or {})
             path = os.path.join(self.work, f"{name}.json")
             with open(path, "w") as f:
                 json.dump(cfg, f, indent=2)
@@ -436,20 +468,38 @@ class Harness:
                 raise BenchError(f"gateway {name} did not become ready:\n{tail}")
         raise BenchError(f"gateway {name}: no free port after 5 tries")
 
-    def start_ceiling(self):
-        out = os.path.join(self.work, "ceiling.out")
-        proc = self.spawn("ceiling", [self.ceiling_bin, "--threads", str(self.io_threads), "--port", "0"],
-                          self.server_cores, log=os.path.join(self.work, "ceiling.log"),
-                          stdout=open(out, "wb"))
+    def start_ceiling(self, name="ceiling"):
+        """Starts a ceiling server (the reference, or the upstream service) and returns it."""
+        out = os.path.join(self.work, f"{name}.out")
+        with open(out, "wb") as stdout:
+            proc = self.spawn(name, [self.ceiling_bin, "--threads", str(self.io_threads), "--port", "0"],
+                              self.server_cores, log=os.path.join(self.work, f"{name}.log"), stdout=stdout)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.alive():
             with open(out) as f:
                 m = re.search(r"listening (\S+)", f.read())
             if m:
-                self.ceiling = Gateway("ceiling", proc, m.group(1), None)
-                return
+                return Gateway(name, proc, m.group(1), None)
             time.sleep(0.05)
-        raise BenchError("the ceiling server did not start:\n" + proc.log_tail())
+        raise BenchError(f"the {name} server did not start:\n" + proc.log_tail())
+
+    def upstream_config(self, service):
+        """The upstreams/functions/contexts sections of the 'upstream' gateway."""
+        fns = [{"name": f"up_{p.strip('/')}", "kind": "query",
+                "description": f"GET {p} on the bench's upstream service (its whole answer is the result)",
+                "upstream": {"service": "svc", "method": "GET", "path": p}} for p in UPSTREAM_PATHS]
+        names = [f["name"] for f in fns]
+        return {
+            "upstreams": {"svc": {"url": f"http://{service.addr}", "timeout_ms": 10000, "pool_size": UPSTREAM_POOL,
+                                  "queue_size": UPSTREAM_QUEUE, "idle_timeout_ms": 600000}},
+            "functions": fns,
+            "contexts": [
+                {"name": "bundle", "ttl": 0, "scope": "public", "functions": names,
+                 "description": "four upstream calls per fetch, never cached"},
+                {"name": "bundle_cached", "ttl": UPSTREAM_CACHED_TTL, "scope": "public", "functions": names,
+                 "description": "the same four calls, cached"},
+            ],
+        }
 
     def mint_token(self, gw):
         r = subprocess.run([self.mizand, "token", "--config", gw.config, "--sub", "alice", "--staff",
@@ -471,24 +521,30 @@ class Harness:
             state["cpu"][p.pid] = proc_cpu_ticks(p.pid)
         return state
 
-    def probe_stop(self, state, servers):
+    def probe_stop(self, state, servers, helpers=()):
         """
         Ends a measurement: the servers' CPU and peak RSS, the load
         generators' CPU (children reaped meanwhile) and what the rest of the
-        machine used (foreign: other people's work, the noise).
+        machine used (foreign: other people's work, the noise). helpers:
+        processes the servers depend on (the upstream service), measured on
+        their own: their CPU time goes into helper_cpu_s by name, not into
+        server_cpu_s.
         """
         wall = time.monotonic() - state["t"]
         server_ticks = 0
         all_ticks = 0
+        helper_ticks = {}
         for p in self.procs:
             before, after = state["cpu"].get(p.pid), proc_cpu_ticks(p.pid)
-            if p in servers and (before is None or after is None):
+            if (p in servers or p in helpers) and (before is None or after is None):
                 raise BenchError(f"{p.name} exited during the measurement:\n{p.log_tail()}")
             if before is None or after is None:
                 continue
             all_ticks += after - before
             if p in servers:
                 server_ticks += after - before
+            if p in helpers:
+                helper_ticks[p.name] = after - before
         ru0, ru1 = state["children"], resource.getrusage(resource.RUSAGE_CHILDREN)
         load_s = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         now = cpu_ticks_split()
@@ -508,6 +564,8 @@ class Harness:
             "load_cpus_busy": cores_busy(state["percpu"], percpu, self.load_cores),
             "peak_rss_bytes": max((x for x in peaks if x is not None), default=None),
         }
+        if helpers:
+            out["helper_cpu_s"] = {k: round(v / CLK_TCK, 3) for k, v in helper_ticks.items()}
         if out["foreign_cpu_cores"] is not None:
             self.foreign.append(out["foreign_cpu_cores"])
         return out
@@ -537,10 +595,11 @@ class Harness:
         raise BenchError(f"wrk printed no report (exit {p.returncode}): {err.decode(errors='replace')[-500:]}"
                          f"{text[-500:]}")
 
-    def measure_wrk(self, label, runs, servers, extra=None, duration=None):
+    def measure_wrk(self, label, runs, servers, extra=None, duration=None, helpers=()):
         """
         Runs one wrk per (url, script, args, conns, env) in runs at the same
-        time and measures servers meanwhile. Returns the measurement.
+        time and measures servers (and helpers, apart) meanwhile. Returns
+        the measurement.
         """
         self.say(label)
         redis0 = self.redis_cpu_ticks()
@@ -548,7 +607,7 @@ class Harness:
         procs = [self.wrk(*r, duration=duration) for r in runs]
         self.wait_procs(procs, label, duration or self.s["duration"])
         results = [self.wrk_result(p) for p in procs]
-        probe = self.probe_stop(state, servers)
+        probe = self.probe_stop(state, servers, helpers)
         m = combine_wrk(results, [r[3] for r in runs])
         m.update(probe)
         m["cpu_us_per_req"] = round(probe["server_cpu_s"] * 1e6 / m["requests"], 2) if m["requests"] else None
@@ -593,14 +652,18 @@ class Harness:
 
     # -- scenarios --------------------------------------------------------------
 
-    def ceiling_vs(self, name, runs_for, gateway_servers, metrics_of, extra_redis=False):
+    def ceiling_vs(self, name, runs_for, gateway_servers, metrics_of, extra_redis=False, helpers=(),
+                   after_gateway=None):
         """
         Runs the same wrk load against the ceiling and the gateway(s), in
         rounds ordered ceiling, gateway, gateway, ceiling, ... so that a slow
         drift of the machine's load hits both alike. runs_for(targets) gives
         the wrk runs. Each side reports its best round (highest req/s): other
         people's work on the machine only ever slows a run down. Every
-        round's figures stay in the report.
+        round's figures stay in the report. helpers: processes measured
+        apart during the gateway rounds (see probe_stop); after_gateway(m),
+        when given, is called after each gateway round to add to its
+        measurement.
         """
         rounds = self.s["rounds"]
         order = []
@@ -615,7 +678,9 @@ class Harness:
                 m = self.measure_wrk(label, runs_for([self.ceiling] * len(gateway_servers)), [self.ceiling.proc])
             else:
                 m = self.measure_wrk(label, runs_for(gateway_servers), [x.proc for x in gateway_servers],
-                                     extra=True if extra_redis else None)
+                                     extra=True if extra_redis else None, helpers=helpers)
+                if after_gateway is not None:
+                    after_gateway(m)
             seen[side].append(m)
         after = [scrape(x.addr) for x in gateway_servers]
         for x in gateway_servers:
@@ -624,8 +689,10 @@ class Harness:
         best = {}
         for side, ms in seen.items():
             best[side] = dict(max(ms, key=lambda m: m["rps"]))
-            best[side]["rounds"] = [{"rps": m["rps"], "p50_ms": m["latency_ms"]["p50"],
-                                     "p99_ms": m["latency_ms"]["p99"], "foreign_cpu_cores": m["foreign_cpu_cores"]}
+            best[side]["rounds"] = [{"rps": m["rps"], "requests": m["requests"], "errors": m["errors"]["total"],
+                                     "p50_ms": m["latency_ms"]["p50"], "p99_ms": m["latency_ms"]["p99"],
+                                     "foreign_cpu_cores": m["foreign_cpu_cores"],
+                                     **({"counters": m["counters"]} if m.get("counters") else {})}
                                     for m in ms]
         g, c = best["gateway"], best["ceiling"]
         body = {"gateway": g, "ceiling": c, "ratio": ratios(g, c)}
@@ -837,6 +904,157 @@ class Harness:
                         "detail": ", ".join(f"{s['established']}/{s['connections']}" for s in g["stages"])}],
         }
 
+    def fetch_bundle(self, gw, path):
+        """
+        Fetches one upstream bundle and checks it whole: status 200, one
+        result per upstream function, each the service's answer to that
+        function's path, and an empty errors object. Returns (bundle,
+        X-Mizan-Cache); raises BenchError with the body otherwise.
+        """
+        status, headers, body = http_request(gw.addr, "GET", path)
+        text = body.decode("utf-8", "replace")
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        data = doc.get("data") if isinstance(doc, dict) else None
+        want = {f"up_{p.strip('/')}": p for p in UPSTREAM_PATHS}
+        ok = (status == 200 and isinstance(data, dict) and set(data) == set(want) and doc.get("errors") == {} and
+              all(isinstance(data[k], dict) and data[k].get("uri") == p for k, p in want.items()))
+        if not ok:
+            raise BenchError(f"GET {path} on {gw.name}: status {status}, not a complete bundle of "
+                             f"{len(want)} upstream results: {text[:600]}")
+        cache = next((v for k, v in headers.items() if k.lower() == "x-mizan-cache"), None)
+        return doc, cache
+
+    @staticmethod
+    def established_to(addr):
+        """ESTABLISHED IPv4 TCP connections whose remote end is addr (from /proc/net/tcp)."""
+        host, port = addr.rsplit(":", 1)
+        remote = "%s:%04X" % ("".join(f"{int(b):02X}" for b in reversed(host.split("."))), int(port))
+        n = 0
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if len(parts) > 3 and parts[2] == remote and parts[3] == "01":
+                    n += 1
+        return n
+
+    def sc_upstream(self, cached):
+        gw, svc = self.gateways["upstream"], self.upstream_svc
+        ctx = "bundle_cached" if cached else "bundle"
+        name = "upstream_bundle_cached" if cached else "upstream_bundle"
+        path = f"/api/mizan/ctx/{ctx}/"
+        conns = self.s["connections"]
+        nfn = len(UPSTREAM_PATHS)
+        fns = [f"up_{p.strip('/')}" for p in UPSTREAM_PATHS]
+        outcomes = ("ok", "client_error", "server_error", "timeout", "connect_error", "invalid", "rejected")
+        # One fetch first: a broken bundle fails here with its body rather than as a count of bad answers.
+        sample, first = self.fetch_bundle(gw, path)
+        warm = None
+        if cached:
+            _, warm = self.fetch_bundle(gw, path)
+            if warm != "HIT":
+                raise BenchError(f"{name}: the second fetch of {path} was not a cache hit (X-Mizan-Cache: {warm})")
+
+        def runs(targets):
+            # The ceiling answers one GET of the first path: what one upstream call asks of the service.
+            return [(t.url(UPSTREAM_PATHS[0]), "bundle.lua", ["nocheck"], conns, None) if t is self.ceiling
+                    else (t.url(path), "bundle.lua", ["check"] + UPSTREAM_PATHS, conns, None) for t in targets]
+
+        established = []
+
+        def after_gateway(m):
+            # Pooled connections stay open between requests: this is the pool the round used.
+            m["upstream_connections_established"] = self.established_to(svc.addr)
+            established.append(m["upstream_connections_established"])
+
+        def metrics(pairs):
+            before, after = pairs[0]
+
+            def d(metric, **labels):
+                v = metric_delta(before, after, metric, upstream="svc", **labels)
+                return int(v) if v is not None else None
+
+            calls = {o: d("mizan_upstream_calls_total", outcome=o) for o in outcomes}
+            total = metric_value(after, "mizan_upstream_connections_opened_total", upstream="svc")
+            runs_ = {f: metric_delta(before, after, "mizan_function_runs_total", function=f) for f in fns}
+            return {
+                "upstream": {
+                    "calls": calls,
+                    "retries": d("mizan_upstream_retries_total"),
+                    "connections_opened": d("mizan_upstream_connections_opened_total"),
+                    "connections_opened_since_start": total,
+                    "breaker_opened": d("mizan_upstream_breaker_opened_total"),
+                    "breaker_state_end": metric_value(after, "mizan_upstream_breaker_state", upstream="svc"),
+                },
+                "function_runs": {k: (int(v) if v is not None else None) for k, v in runs_.items()},
+                "cache": cache_outcomes(pairs, ctx),
+            }
+
+        body = self.ceiling_vs(name, runs, [gw], metrics, helpers=[svc.proc], after_gateway=after_gateway)
+        if not svc.proc.alive():
+            raise BenchError(f"the upstream service died:\n{svc.proc.log_tail()}")
+        g, c, up = body["gateway"], body["ceiling"], body["upstream"]
+        # The upstream service's CPU in the kept gateway round, per bundle served.
+        up_s = (g.pop("helper_cpu_s", None) or {}).get(svc.name)
+        g["upstream_cpu_s"] = up_s
+        g["upstream_cpu_us_per_req"] = round(up_s * 1e6 / g["requests"], 2) if up_s is not None and g["requests"] \
+            else None
+        g["cpu_us_per_req_with_upstream"] = (round(g["cpu_us_per_req"] + g["upstream_cpu_us_per_req"], 2)
+                                             if g.get("cpu_us_per_req") is not None and
+                                             g["upstream_cpu_us_per_req"] is not None else None)
+        cc = c.get("cpu_us_per_req")
+        body["ratio"]["cpu_us_per_req_with_upstream"] = (round(g["cpu_us_per_req_with_upstream"] / cc, 3)
+                                                         if g["cpu_us_per_req_with_upstream"] is not None and cc
+                                                         else None)
+        # Every round's answers, not just the kept one's.
+        rounds = g["rounds"]
+        requests = sum(r["requests"] for r in rounds)
+        errors = sum(r["errors"] for r in rounds)
+        good = sum(r.get("counters", {}).get("bundles_ok", 0) for r in rounds)
+        bad = sum(r.get("counters", {}).get("bundles_bad", 0) for r in rounds)
+        calls_ok = up["calls"]["ok"]
+        failed_calls = sum(v for k, v in up["calls"].items() if k != "ok" and v is not None)
+        up["calls_per_request"] = round(calls_ok / requests, 4) if calls_ok is not None and requests else None
+        up["upstream_cpu_us_per_call"] = (round(g["upstream_cpu_us_per_req"] / up["calls_per_request"], 2)
+                                          if g["upstream_cpu_us_per_req"] and up["calls_per_request"] else None)
+        up["connections_established_max"] = max(established, default=None)
+        up["pool_bound"] = UPSTREAM_POOL * self.io_threads
+        body["bundles"] = {"checked": good + bad, "complete": good, "incomplete": bad, "requests": requests,
+                           "errors": errors, "first_fetch_cache": first, "second_fetch_cache": warm}
+        body["sample_bundle"] = sample
+        body["what"] = (f"GET {path}: a context of {nfn} upstream functions (GET {', '.join(UPSTREAM_PATHS)} on "
+                        f"a second ceiling server, the upstream service, pinned with the other servers), "
+                        + (f"TTL {UPSTREAM_CACHED_TTL} s and fetched twice first, so every request is a cache hit "
+                           "and the upstream is not called" if cached else
+                           f"TTL 0, so every request makes {nfn} concurrent upstream calls")
+                        + f"; pool of {UPSTREAM_POOL} keep-alive connections per I/O thread, {conns} wrk connections, "
+                        f"every answer checked by the wrk script. The ceiling side is one GET "
+                        f"{UPSTREAM_PATHS[0]} answered directly (what one upstream call asks of the service)")
+        calls_ok_check = (calls_ok is not None and failed_calls == 0 and
+                          (calls_ok <= 0.01 * requests if cached else calls_ok >= nfn * requests))
+        conn_ok = (up["connections_opened_since_start"] is not None and
+                   0 < up["connections_opened_since_start"] <= up["pool_bound"])
+        body["checks"] = [
+            {"name": "bundles_complete", "passed": requests > 0 and good == requests and bad == 0 and errors == 0,
+             "detail": f"{good:,} of {requests:,} answers (all {len(rounds)} gateway round(s)) were 200 with "
+                       f"{nfn} upstream results and an empty errors object; {bad} incomplete, {errors} wrk errors"},
+            {"name": "upstream_calls", "passed": bool(calls_ok_check),
+             "detail": f"{_n(calls_ok)} successful upstream calls for {requests:,} answers "
+                       f"({up['calls_per_request']} per answer; expected "
+                       + ("about 0: the bundle is cached" if cached else f"at least {nfn}") +
+                       f"), {failed_calls} failed"
+                       + "".join(f", {v} {k}" for k, v in up["calls"].items() if k != "ok" and v)},
+            {"name": "upstream_pool", "passed": bool(conn_ok),
+             "detail": f"{up['connections_opened_since_start']} connections opened since start "
+                       f"({up['connections_opened']} during this scenario, at most "
+                       f"{up['connections_established_max']} established at once), bound "
+                       f"{up['pool_bound']} ({UPSTREAM_POOL} per I/O thread): kept alive and reused"},
+        ]
+        return body
+
     # -- the run ----------------------------------------------------------------
 
     def plan(self, selected):
@@ -845,7 +1063,7 @@ class Harness:
         cost = {"call_ping": w, "call_add": w, "ctx_post_hit_embedded": w + 2,
                 "ctx_post_hit_redis": w + 2, "ctx_post_miss": w, "ctx_fanout": 2 * self.long + 2,
                 "mixed": 2 * self.long + 3, "sse_fanout": self.long + 10, "connections": 10 + 8 * self.s["settle"],
-                "upstream_bundle": 0}
+                "upstream_bundle": w + 2, "upstream_bundle_cached": w + 2}
         return 10 + sum(cost[s] for s in selected)
 
     def run(self):
@@ -874,6 +1092,8 @@ class Harness:
                 "wrk_threads": self.wrk_threads, "io_threads": self.io_threads, "workers": WORKERS,
                 "posts": POSTS, "fanout_rate": self.s["fanout_rate"], "sse_clients": self.s["sse_clients"],
                 "sse_rate": self.s["sse_rate"], "idle_stages": self.s["idle_stages"], "log_level": "warn",
+                "upstream": {"functions": len(UPSTREAM_PATHS), "paths": UPSTREAM_PATHS, "pool_size": UPSTREAM_POOL,
+                             "queue_size": UPSTREAM_QUEUE, "cached_ttl_s": UPSTREAM_CACHED_TTL},
             },
             "noise": {"loadavg_start": loadavg()},
             "scenarios": [],
@@ -890,10 +1110,6 @@ class Harness:
             entry = {"name": name}
             if name not in selected:
                 entry["status"] = "skipped"
-            elif name == "upstream_bundle":
-                entry.update(status="not_available",
-                             what="a context bundling upstream (HTTP) functions",
-                             reason="upstream functions do not exist in the gateway yet; nothing is measured")
             elif setup_error:
                 entry.update(status="failed", error=setup_error)
             else:
@@ -919,7 +1135,7 @@ class Harness:
     def setup(self, selected):
         needs = set(selected)
         self.say("starting the ceiling server")
-        self.start_ceiling()
+        self.ceiling = self.start_ceiling()
         local_db = os.path.join(self.work, "blog-local.db")
         shared_db = os.path.join(self.work, "blog-shared.db")
         if needs & {"call_ping", "call_add", "ctx_post_hit_embedded", "ctx_fanout", "connections"}:
@@ -934,6 +1150,11 @@ class Harness:
             self.start_gateway("redis-a", shared_db, redis=True)
             self.start_gateway("redis-b", shared_db, redis=True)
             self.token = self.mint_token(self.gateways["redis-a"])
+        if needs & {"upstream_bundle", "upstream_bundle_cached"}:
+            self.say("starting the upstream service (a second ceiling) and gateway 'upstream' "
+                     f"({len(UPSTREAM_PATHS)} upstream functions)")
+            self.upstream_svc = self.start_ceiling("ceiling-upstream")
+            self.start_gateway("upstream", None, extra=self.upstream_config(self.upstream_svc))
 
     def scenario(self, name):
         if name == "call_ping":
@@ -954,6 +1175,10 @@ class Harness:
             return self.sc_sse()
         if name == "connections":
             return self.sc_connections()
+        if name == "upstream_bundle":
+            return self.sc_upstream(cached=False)
+        if name == "upstream_bundle_cached":
+            return self.sc_upstream(cached=True)
         raise BenchError(f"unknown scenario {name}")
 
     def sanitizer_reports(self):
@@ -1129,6 +1354,8 @@ def main():
     for line in rep["sanitizer_reports"]:
         sys.stderr.write(f"sanitizer report in a server log: {line}\n")
     sys.stdout.write(report.summary_table(rep) + "\n")
+    if report.upstream_table(rep):
+        sys.stdout.write("\n" + report.upstream_table(rep) + "\n")
     sys.stdout.write(f"report: {base}.json, {base}.md\n")
     failed = [s["name"] for s in rep["scenarios"] if s["status"] == "failed"]
     bad = [f"{c['scenario']}/{c['name']}" for c in rep["checks"] if not c["passed"]]

@@ -20,7 +20,9 @@ import sys
 import tempfile
 
 # Scenarios measured with wrk against the ceiling (same load, same run).
-WRK_SCENARIOS = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed"]
+WRK_SCENARIOS = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed",
+                 "upstream_bundle", "upstream_bundle_cached"]
+UPSTREAM_SCENARIOS = ["upstream_bundle", "upstream_bundle_cached"]
 
 
 def _f(x, digits=1):
@@ -43,6 +45,8 @@ def _hits(s):
     c = s.get("cache")
     if not c or c.get("hit_ratio") is None:
         return "–"
+    if c.get("bypass") and not c.get("hit") and not c.get("miss"):
+        return "bypass (TTL 0)"
     return f"{100 * c['hit_ratio']:.1f} %"
 
 
@@ -109,6 +113,32 @@ def summary_table(rep):
     return "\n".join(rows)
 
 
+def upstream_table(rep):
+    """
+    The upstream scenarios' own figures: the bundle against one GET answered
+    directly, the CPU of the gateway and of the upstream service per
+    bundle, upstream calls and connections, and the answer check. Empty
+    when no upstream scenario ran.
+    """
+    rows = ["| scenario | bundle req/s | ceiling req/s (one GET) | ratio | CPU µs/bundle: gateway | upstream "
+            "service | both | ceiling µs/GET | both ÷ ceiling | upstream calls/bundle | upstream connections "
+            "opened (open at most) | answers checked | incomplete |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    n = 0
+    for s in rep["scenarios"]:
+        if s["name"] not in UPSTREAM_SCENARIOS or s.get("status") != "ok":
+            continue
+        n += 1
+        g, c, r, up, b = s["gateway"], s["ceiling"], s["ratio"], s.get("upstream", {}), s.get("bundles", {})
+        rows.append(
+            f"| {s['name']} | {_f(g['rps'])} | {_f(c['rps'])} | {_ratio(r['rps'])} | {_f(g.get('cpu_us_per_req'))} "
+            f"| {_f(g.get('upstream_cpu_us_per_req'))} | {_f(g.get('cpu_us_per_req_with_upstream'))} "
+            f"| {_f(c.get('cpu_us_per_req'))} | {_ratio(r.get('cpu_us_per_req_with_upstream'))} "
+            f"| {_f(up.get('calls_per_request'), 3)} | {_f(up.get('connections_opened_since_start'))} "
+            f"({_f(up.get('connections_established_max'))}) | {_f(b.get('checked'))} | {_f(b.get('incomplete'))} |")
+    return "\n".join(rows) if n else ""
+
+
 def _bound_notes(rep):
     """
     Flags load runs whose server CPUs were not saturated while the load
@@ -171,12 +201,38 @@ def _details(rep):
                     f"{side} " + ", ".join(_f(x["rps"]) for x in rs) for side, rs in rounds))
             if g.get("redis_cpu_s") is not None:
                 out.append(f"- redis-server CPU during the gateway run: {g['redis_cpu_s']} s")
-            if s.get("function_runs") is not None:
+            if isinstance(s.get("function_runs"), int):
                 out.append(f"- handler runs counted by /metrics: {s['function_runs']:,}")
             if s.get("cache"):
                 cc = s["cache"]
                 out.append(f"- cache outcomes (/metrics deltas): {cc['hit']:,} hit, {cc['miss']:,} miss, "
                            f"{cc['bypass']:,} bypass")
+            if name in UPSTREAM_SCENARIOS:
+                up, b = s.get("upstream", {}), s.get("bundles", {})
+                calls = up.get("calls") or {}
+                out.append(f"- upstream service (second ceiling) CPU in the kept gateway round: "
+                           f"{g.get('upstream_cpu_s')} s, {_f(g.get('upstream_cpu_us_per_req'))} µs per bundle"
+                           + (f", {_f(up.get('upstream_cpu_us_per_call'))} µs per call"
+                              if up.get("upstream_cpu_us_per_call") else "")
+                           + f"; gateway + upstream {_f(g.get('cpu_us_per_req_with_upstream'))} µs per bundle "
+                           f"({_ratio(s['ratio'].get('cpu_us_per_req_with_upstream'))} the ceiling's one GET)")
+                out.append(f"- upstream calls (/metrics deltas, all rounds): "
+                           + ", ".join(f"{v:,} {k}" for k, v in calls.items() if v is not None)
+                           + f"; {_f(up.get('calls_per_request'), 3)} per answer; retries {up.get('retries')}; "
+                           f"circuit breaker opened {up.get('breaker_opened')} times (state at the end: "
+                           f"{up.get('breaker_state_end')})")
+                out.append(f"- upstream connections: {up.get('connections_opened')} opened during the scenario, "
+                           f"{up.get('connections_opened_since_start')} since the gateway started, at most "
+                           f"{up.get('connections_established_max')} open at once (pool bound "
+                           f"{up.get('pool_bound')})")
+                out.append(f"- answers checked by the wrk script: {b.get('complete', 0):,} complete of "
+                           f"{b.get('requests', 0):,} ({b.get('incomplete')} incomplete, {b.get('errors')} errors); "
+                           f"first fetch X-Mizan-Cache {b.get('first_fetch_cache')}"
+                           + (f", second {b.get('second_fetch_cache')}" if b.get("second_fetch_cache") else ""))
+                if s.get("function_runs"):
+                    out.append(f"- function runs (/metrics): {s['function_runs']}")
+                if s.get("sample_bundle") is not None:
+                    out.append("- one bundle: `" + json.dumps(s["sample_bundle"], separators=(",", ":")) + "`")
             if name == "mixed":
                 for pi in g.get("per_instance", []):
                     out.append(f"- instance {pi['instance']}: {_f(pi['rps'])} req/s ({pi['reads']:,} reads, "
@@ -271,8 +327,32 @@ def markdown(rep, base, plots_ok):
         "against the 20 ms ideal (80 ms if the four functions ran one after another); `sse_fanout`'s latency "
         "columns are event delivery measured from the mutation's response; `connections` gives RSS bytes per "
         "idle connection, gateway against ceiling; `mixed` reports, for each percentile, the worse of its two "
-        "instances.",
+        "instances; the `upstream_bundle` rows set one context of four upstream functions (TTL 0: four HTTP "
+        "calls per request; `_cached`: a cache hit) against the ceiling answering one GET, and their CPU "
+        "µs/req is the gateway's alone (the upstream service, on the same server CPU, is in the table below).",
         "",
+    ]
+    ut = upstream_table(rep)
+    if ut:
+        lines += [
+            "## Upstream functions",
+            "",
+            "A context bundling four upstream functions, each a GET on a second ceiling server (the upstream "
+            "service: the least an HTTP JSON server can do, so it is never the bottleneck), pinned to the server "
+            "CPU with the gateway: the bundle's req/s is therefore what one server CPU gives for the gateway "
+            "plus four upstream answers, set against the ceiling answering one GET directly in the same run. "
+            "CPU per bundle is split between the gateway and the upstream service; \"both ÷ ceiling\" sets "
+            "their sum against the ceiling's CPU for one GET: the upstream service's four GETs alone make about "
+            "4× of it, so what lies above is the gateway's front request and its four client-side calls. "
+            "Connections come from the gateway's /metrics "
+            "(`mizan_upstream_connections_opened_total`) and, at most open at once, from /proc/net/tcp after "
+            "each gateway round. Every answer of every gateway round is checked by the wrk script: status 200, "
+            "four results, each the upstream's answer to its own path, and an empty `errors` object.",
+            "",
+            ut,
+            "",
+        ]
+    lines += [
         "## Checks",
         "",
         _checks(rep),
@@ -312,6 +392,20 @@ def _gnuplot(script, workdir, output):
     return False
 
 
+def _two_lines(name):
+    """A long scenario name broken at its middle-most underscore, for an x-axis label."""
+    if len(name) <= 14 or "_" not in name:
+        return name
+    cuts = [i for i, ch in enumerate(name) if ch == "_"]
+    i = min(cuts, key=lambda k: abs(k - len(name) / 2))
+    return name[:i] + "_\\n" + name[i + 1:]
+
+
+# Line colours of the latency plot, one per scenario (gnuplot's own eight repeat beyond eight series).
+LINE_COLOURS = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10", "#000000",
+                "#8c564b", "#ff7f0e", "#7f7f7f", "#17becf"]
+
+
 def draw_plots(rep, base):
     base = os.path.abspath(base)
     by = _by_name(rep)
@@ -323,7 +417,9 @@ def draw_plots(rep, base):
         with open(os.path.join(tmp, "tp.dat"), "w") as f:
             for n in names:
                 s = by[n]
-                label = f"{n}\\n({s['ratio']['rps']:.2f}x)" if s["ratio"]["rps"] is not None else n
+                label = _two_lines(n)
+                if s["ratio"]["rps"] is not None:
+                    label += f"\\n({s['ratio']['rps']:.2f}x)"
                 f.write(f"\"{label}\" {s['gateway']['rps']} {s['ceiling']['rps']}\n")
         keys = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99_9", "p99.9")]
         with open(os.path.join(tmp, "lat.dat"), "w") as f:
@@ -338,6 +434,7 @@ def draw_plots(rep, base):
                 for k, _ in keys if by[x][side]["latency_ms"][k]]
         lo = 10 ** math.floor(math.log10(max(min(allv), 0.001))) if allv else 0.01
         hi = 10 ** math.ceil(math.log10(max(allv))) if allv else 1000
+        colours = "\n".join(f"set linetype {i + 1} lc rgb '{c}'" for i, c in enumerate(LINE_COLOURS))
         tp = f"""
 set terminal @TERM@
 set termoption noenhanced
@@ -352,7 +449,7 @@ set yrange [0:*]
 set grid ytics
 set key top right
 set xtics font ",9"
-set bmargin 5
+set bmargin 6
 set xrange [-0.6:{len(names) - 0.4}]
 plot '{tmp}/tp.dat' using 2:xtic(1) title 'gateway' lc rgb '#2a6fb0', \\
      '' using 3 title 'ceiling (evhttp + jansson)' lc rgb '#b0b0b0'
@@ -361,6 +458,7 @@ plot '{tmp}/tp.dat' using 2:xtic(1) title 'gateway' lc rgb '#2a6fb0', \\
 set terminal @TERM@
 set termoption noenhanced
 set output '{base}-latency.png'
+{colours}
 set multiplot layout 1,2 title "Latency percentiles (ms, log scale; same scale on both sides)"
 set logscale y
 set yrange [{lo}:{hi}]
@@ -397,3 +495,5 @@ if __name__ == "__main__":
         r = json.load(f)
     write_all(r, sys.argv[1][:-len(".json")])
     print(summary_table(r))
+    if upstream_table(r):
+        print("\n" + upstream_table(r))

@@ -1,10 +1,10 @@
 """
 check_report.py DIR - checks the bench report that bench/run --quick wrote
-into DIR: exactly one DATE-quick.json, valid JSON, every scenario of the
-issue present (upstream_bundle reported as not available, every other one
-run), the figures each scenario promises present and sane, every check
-passed, no sanitizer report in a server log, and the Markdown summary and
-both plots written beside it. Prints one line per finding and a closing
+into DIR: exactly one DATE-quick.json, valid JSON, every scenario present
+and run (the upstream bundles included), the figures each scenario promises
+present and sane, every check passed, no sanitizer report in a server log,
+and the Markdown summary (with its upstream table) and both plots written
+beside it. Prints one line per finding and a closing
 "bench-report: N passed, M failed" line; exit status 1 on any failure.
 """
 
@@ -13,9 +13,11 @@ import json
 import os
 import sys
 
-WRK = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed"]
-ALL = WRK + ["ctx_fanout", "sse_fanout", "connections", "upstream_bundle"]
-CACHED = ["ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed"]
+UPSTREAM = ["upstream_bundle", "upstream_bundle_cached"]
+WRK = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed"] + UPSTREAM
+ALL = WRK + ["ctx_fanout", "sse_fanout", "connections"]
+CACHED = ["ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed", "upstream_bundle_cached"]
+UPSTREAM_FUNCTIONS = 4
 PCTS = ["p50", "p90", "p99", "p99_9"]
 
 passed = 0
@@ -48,8 +50,7 @@ def main(out):
     by = {s.get("name"): s for s in rep.get("scenarios", [])}
     for name in ALL:
         check(name in by, f"scenario {name} present")
-    check(by.get("upstream_bundle", {}).get("status") == "not_available", "upstream_bundle is not_available")
-    for name in ALL[:-1]:
+    for name in ALL:
         s = by.get(name, {})
         check(s.get("status") == "ok", f"{name} ran (status {s.get('status')}: {s.get('error', '')[:300]})")
     for name in WRK:
@@ -74,7 +75,31 @@ def main(out):
             v = v.get(k) if isinstance(v, dict) else None
         return v
 
-    for name in ("ctx_post_hit_embedded", "ctx_post_hit_redis"):
+    for name in UPSTREAM:
+        if get(name, "status") != "ok":
+            continue
+        requests = get(name, "bundles", "requests") or 0
+        check(requests > 0 and get(name, "bundles", "complete") == requests and get(name, "bundles", "incomplete") == 0,
+              f"{name}: every answer a complete bundle ({get(name, 'bundles')})")
+        data = get(name, "sample_bundle", "data") or {}
+        check(len(data) == UPSTREAM_FUNCTIONS and get(name, "sample_bundle", "errors") == {},
+              f"{name}: the sample bundle has {UPSTREAM_FUNCTIONS} results and no errors")
+        calls = get(name, "upstream", "calls") or {}
+        check(set(calls) >= {"ok", "timeout", "connect_error", "rejected"} and
+              all(v == 0 for k, v in calls.items() if k != "ok"), f"{name}: no failed upstream call ({calls})")
+        opened = get(name, "upstream", "connections_opened_since_start")
+        check(positive(opened) and opened <= (get(name, "upstream", "pool_bound") or 0),
+              f"{name}: upstream connections counted from /metrics and within the pool ({opened})")
+        check(isinstance(get(name, "gateway", "upstream_cpu_s"), (int, float)),
+              f"{name}: the upstream service's CPU measured apart")
+    per = get("upstream_bundle", "upstream", "calls_per_request")
+    check(per is not None and per >= UPSTREAM_FUNCTIONS,
+          f"upstream_bundle: {UPSTREAM_FUNCTIONS} upstream calls per answer at TTL 0 ({per})")
+    check(positive(get("upstream_bundle", "gateway", "upstream_cpu_us_per_req")),
+          "upstream_bundle: the upstream service's CPU per bundle")
+    per = get("upstream_bundle_cached", "upstream", "calls_per_request")
+    check(per is not None and per < 0.01, f"upstream_bundle_cached: cached, no upstream calls ({per})")
+    for name in ("ctx_post_hit_embedded", "ctx_post_hit_redis", "upstream_bundle_cached"):
         hr = get(name, "cache", "hit_ratio")
         check(hr is not None and hr > 0.9, f"{name}: warmed cache hits (hit ratio {hr})")
     hr = get("ctx_post_miss", "cache", "hit_ratio")
@@ -92,7 +117,13 @@ def main(out):
     for c in rep.get("checks", []):
         check(c.get("passed") is True, f"check {c.get('scenario')}/{c.get('name')}: {c.get('detail')}")
     check(not rep.get("sanitizer_reports"), f"no sanitizer report in server logs: {rep.get('sanitizer_reports')}")
-    check(os.path.getsize(base + ".md") > 0 if os.path.exists(base + ".md") else False, "Markdown summary written")
+    md = ""
+    if os.path.exists(base + ".md"):
+        with open(base + ".md", encoding="utf-8") as f:
+            md = f.read()
+    check(len(md) > 0, "Markdown summary written")
+    check("## Upstream functions" in md and "| upstream_bundle | not available" not in md,
+          "Markdown has the upstream table and no 'not available' row")
     for plot in ("throughput", "latency"):
         p = f"{base}-{plot}.png"
         ok = os.path.exists(p)
