@@ -345,7 +345,7 @@ Test(cache, sse_post_stream_gets_exact_invalidate_frame)
 {
     mz_gw_t *gw = mz_gw_start(NULL);
     char *alice = mz_token(gw, "alice", NULL);
-    mz_sse_t *s = mz_sse_open(gw->port, "contexts=post", NULL);
+    mz_sse_t *s = mz_sse_open(gw, "contexts=post", NULL);
     mz_sse_frame_t *hello = NULL;
     char err[256] = "";
     cr_assert_eq(mz_sse_next(s, 5000, &hello, err, sizeof(err)), 1, "no first frame: %s", err);
@@ -364,10 +364,10 @@ Test(cache, sse_filter_by_context)
 {
     mz_gw_t *gw = mz_gw_start(NULL);
     char *alice = mz_token(gw, "alice", NULL);
-    mz_sse_t *feed = mz_sse_open(gw->port, "contexts=feed", NULL);
-    mz_sse_t *post = mz_sse_open(gw->port, "contexts=post", NULL);
-    mz_sse_t *both = mz_sse_open(gw->port, "contexts=post,feed", NULL);
-    mz_sse_t *all = mz_sse_open(gw->port, NULL, NULL);
+    mz_sse_t *feed = mz_sse_open(gw, "contexts=feed", NULL);
+    mz_sse_t *post = mz_sse_open(gw, "contexts=post", NULL);
+    mz_sse_t *both = mz_sse_open(gw, "contexts=post,feed", NULL);
+    mz_sse_t *all = mz_sse_open(gw, NULL, NULL);
 
     /* add_comment: a post event only. */
     mutate(gw, "add_comment", "{\"post_id\":1,\"text\":\"c\"}", alice,
@@ -408,14 +408,14 @@ Test(cache, sse_unknown_context_is_422)
     mz_expect_error(mz_get(gw, "/api/mizan/events/?contexts=post,,feed", NULL), 422, "VALIDATION_FAILED");
     mz_expect_error(mz_get(gw, "/api/mizan/events/?context=post", NULL), 422, "VALIDATION_FAILED");
     /* The gateway still serves streams afterwards. */
-    mz_sse_open(gw->port, "contexts=post", NULL);
+    mz_sse_open(gw, "contexts=post", NULL);
     mz_gw_stop_ok(gw);
 }
 
 Test(cache, sse_heartbeat)
 {
     mz_gw_t *gw = mz_gw_start(mz_json("{\"sse_heartbeat_s\": 1}"));
-    mz_sse_t *s = mz_sse_open(gw->port, "contexts=feed", NULL);
+    mz_sse_t *s = mz_sse_open(gw, "contexts=feed", NULL);
     double beats[2];
     int n = 0;
     double deadline = mz_now_ms() + 5000;
@@ -446,9 +446,9 @@ Test(cache, sse_clients_gone_are_released)
 {
     mz_gw_t *gw = mz_gw_start(NULL);
     char *alice = mz_token(gw, "alice", NULL);
-    mz_sse_t *quiet = mz_sse_open(gw->port, "contexts=drafts", NULL);
-    mz_sse_t *noisy = mz_sse_open(gw->port, "contexts=feed", NULL);
-    mz_sse_t *stays = mz_sse_open(gw->port, "contexts=feed", NULL);
+    mz_sse_t *quiet = mz_sse_open(gw, "contexts=drafts", NULL);
+    mz_sse_t *noisy = mz_sse_open(gw, "contexts=feed", NULL);
+    mz_sse_t *stays = mz_sse_open(gw, "contexts=feed", NULL);
     cr_assert_eq(mz_metric(gw, "mizan_sse_clients"), 3.0);
     mz_sse_close(quiet);
     mz_sse_close(noisy);

@@ -380,7 +380,7 @@ Test(redis, two_instances_read_your_writes_and_events)
                          json_object_get(json_array_get(json_object_get(b->config, "modules"), 0), "config"), "db")),
                      "both instances must use one SQLite file");
     char *alice = mz_token(a, "alice", NULL);
-    mz_sse_t *sse = mz_sse_open(b->port, "contexts=post", NULL);
+    mz_sse_t *sse = mz_sse_open(b, "contexts=post", NULL);
 
     enum { ROUNDS = 50 };
     long tag = (long)time(NULL);
@@ -434,7 +434,7 @@ Test(redis, outage_bypass_then_replay_on_restart)
     char *viewer = mz_token(gw, "carol", "--perm", "blog.view_drafts", NULL);
     ctx_get(gw, POST1, NULL, "MISS");
     ctx_get(gw, POST1, NULL, "HIT");
-    mz_sse_t *sse = mz_sse_open(gw->port, "contexts=post,feed", NULL);
+    mz_sse_t *sse = mz_sse_open(gw, "contexts=post,feed", NULL);
 
     /* Crash Redis. */
     mz_redis_kill(r);

@@ -155,74 +155,11 @@ char *mz_key_scoped_rev(const char *ctx, const char *jcs)
  * Event streams
  * ====================================================================== */
 
+/* A stream read through the harness's SSE reader, with frames parsed. */
 struct mz_sse {
-    mz_conn_t *c;   /* the connection (arena-owned, closed at teardown) */
-    bool chunked;   /* body in chunked transfer coding */
-    bool ended;     /* last chunk or EOF seen */
-    char *text;     /* decoded stream bytes not yet parsed into frames */
-    size_t len;     /* bytes in text */
-    size_t cap;     /* capacity of text */
-    char *head;     /* the response head, for messages */
+    mz_stream_t *stream; /* the harness stream (arena-owned) */
 };
 
-static void sse_free(void *p)
-{
-    struct mz_sse *s = p;
-    free(s->text);
-    free(s);
-}
-
-static void text_append(struct mz_sse *s, const char *bytes, size_t n)
-{
-    if (s->len + n + 1 > s->cap) {
-        s->cap = (s->len + n + 1) * 2;
-        s->text = mz_xrealloc(s->text, s->cap);
-    }
-    memcpy(s->text + s->len, bytes, n);
-    s->len += n;
-    s->text[s->len] = '\0';
-}
-
-/*
- * Moves what the connection received into s->text, undoing the chunked
- * coding. 0, or -1 on a malformed chunk (reason in err).
- */
-static int decode_body(struct mz_sse *s, char *err, size_t errlen)
-{
-    mz_conn_t *c = s->c;
-    if (!s->chunked) {
-        text_append(s, c->buf, c->len);
-        mz_conn_consume(c, c->len);
-        return 0;
-    }
-    while (!s->ended) {
-        const char *eol = c->len > 0 ? memmem(c->buf, c->len, "\r\n", 2) : NULL;
-        if (eol == NULL)
-            return 0;
-        char *end = NULL;
-        unsigned long size = strtoul(c->buf, &end, 16);
-        if (end == c->buf || (end != eol && *end != ';')) {
-            snprintf(err, errlen, "malformed chunk size line: %.*s", (int)(eol - c->buf), c->buf);
-            return -1;
-        }
-        size_t line = (size_t)(eol - c->buf) + 2;
-        if (size == 0) {
-            s->ended = true;
-            return 0;
-        }
-        if (c->len < line + size + 2)
-            return 0;
-        if (memcmp(c->buf + line + size, "\r\n", 2) != 0) {
-            snprintf(err, errlen, "chunk of %lu bytes not followed by CRLF", size);
-            return -1;
-        }
-        text_append(s, c->buf + line, size);
-        mz_conn_consume(c, line + size + 2);
-    }
-    return 0;
-}
-
-/* Appends "a\nb" style: joins value onto *field with a newline. */
 static void field_add(char **field, const char *value, size_t n)
 {
     if (*field == NULL)
@@ -265,114 +202,45 @@ static mz_sse_frame_t *parse_frame(const char *raw, size_t n)
     return f;
 }
 
-/* Takes one complete frame off s->text, or returns NULL. */
-static mz_sse_frame_t *take_frame(struct mz_sse *s)
+mz_sse_t *mz_sse_open(const mz_gw_t *gw, const char *query, const char *token)
 {
-    /* Frames end with a blank line; skip stray blank lines first. */
-    size_t skip = 0;
-    while (skip < s->len && (s->text[skip] == '\n' || s->text[skip] == '\r'))
-        skip++;
-    if (skip > 0) {
-        memmove(s->text, s->text + skip, s->len - skip + 1);
-        s->len -= skip;
-    }
-    char *end = s->len > 0 ? memmem(s->text, s->len, "\n\n", 2) : NULL;
-    if (end == NULL)
-        return NULL;
-    size_t n = (size_t)(end - s->text);
-    mz_sse_frame_t *f = parse_frame(s->text, n);
-    memmove(s->text, end + 2, s->len - n - 2 + 1);
-    s->len -= n + 2;
-    return f;
-}
-
-mz_sse_t *mz_sse_open(int port, const char *query, const char *token)
-{
-    struct mz_sse *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        mz_oom(sizeof(*s));
-    mz_own(s, sse_free, MZ_PHASE_MEM);
-    s->c = mz_connect(port);
+    struct mz_sse *s = mz_alloc(sizeof(*s));
     const char *headers[] = {"Accept: text/event-stream", NULL};
     char *path = query != NULL ? mz_fmt("/api/mizan/events/?%s", query) : mz_strdup("/api/mizan/events/");
-    mz_req_t req = {.method = "GET", .path = path, .headers = headers, .token = token};
-    char err[256] = "";
-    cr_assert(mz_try_send(s->c, &req, err, sizeof(err)) == 0, "GET %s: %s", path, err);
-
-    double deadline = mz_now_ms() + MZ_HTTP_TIMEOUT_MS;
-    const char *end;
-    while ((end = s->c->len > 0 ? memmem(s->c->buf, s->c->len, "\r\n\r\n", 4) : NULL) == NULL) {
-        long n = mz_conn_fill(s->c, deadline, err, sizeof(err));
-        cr_assert(n > 0, "GET %s: no response head (%s); received: %s", path,
-                  n == 0 ? "connection closed" : err, s->c->buf);
-    }
-    size_t head_len = (size_t)(end - s->c->buf) + 4;
-    s->head = mz_fmt("%.*s", (int)head_len, s->c->buf);
-    mz_conn_consume(s->c, head_len);
-    int status = 0;
-    cr_assert(sscanf(s->head, "HTTP/1.%*d %d", &status) == 1, "GET %s: bad status line: %s", path,
-              s->head);
-    if (status != 200) {
-        /* Show the error body too (it is small and already sent). */
-        mz_conn_fill(s->c, mz_now_ms() + 500, err, sizeof(err));
-        cr_assert_fail("GET %s: expected 200 text/event-stream, got:\n%s%s", path, s->head,
-                       s->c->buf);
-    }
-    bool is_sse = false;
-    for (const char *line = strstr(s->head, "\r\n"); line != NULL; line = strstr(line + 2, "\r\n")) {
-        const char *h = line + 2;
-        if (strncasecmp(h, "Content-Type:", 13) == 0) {
-            const char *v = h + 13;
-            v += strspn(v, " \t");
-            is_sse = strncmp(v, "text/event-stream", 17) == 0;
-        } else if (strncasecmp(h, "Transfer-Encoding:", 18) == 0) {
-            const char *v = h + 18;
-            v += strspn(v, " \t");
-            s->chunked = strncasecmp(v, "chunked", 7) == 0;
-        }
-    }
-    cr_assert(is_sse, "GET %s: Content-Type is not text/event-stream:\n%s", path, s->head);
+    mz_resp_t *head = NULL;
+    s->stream = mz_stream_open(gw, path, headers, token, &head);
+    cr_assert_eq(head->status, 200, "GET %s: expected 200 text/event-stream, got %d", path, head->status);
+    const char *ctype = mz_header(head, "Content-Type");
+    cr_assert(ctype != NULL && strncmp(ctype, "text/event-stream", 17) == 0,
+              "GET %s: Content-Type is not text/event-stream: %s", path, ctype != NULL ? ctype : "(none)");
     return s;
 }
 
 int mz_sse_next(mz_sse_t *s, int timeout_ms, mz_sse_frame_t **out, char *err, size_t errlen)
 {
-    double deadline = mz_now_ms() + timeout_ms;
     for (;;) {
-        if (decode_body(s, err, errlen) < 0)
-            return -1;
-        mz_sse_frame_t *f = take_frame(s);
-        if (f != NULL) {
-            *out = f;
-            return 1;
-        }
-        if (s->ended) {
-            snprintf(err, errlen, "the stream ended");
-            return -1;
-        }
-        if (mz_now_ms() >= deadline)
-            return 0;
-        long n = mz_conn_fill(s->c, deadline, err, errlen);
-        if (n == 0) {
-            s->ended = true;
-            if (decode_body(s, err, errlen) < 0)
+        char *frame = mz_stream_next_frame(s->stream, timeout_ms);
+        if (frame == NULL) {
+            if (mz_stream_closed(s->stream, 0)) {
+                snprintf(err, errlen, "the gateway closed the stream");
                 return -1;
-            if ((f = take_frame(s)) != NULL) {
-                *out = f;
-                return 1;
             }
-            snprintf(err, errlen, "the gateway closed the stream");
-            return -1;
+            return 0;
         }
-        if (n < 0)
-            return timed_out(deadline) ? 0 : -1;
+        /* The frame ends with its blank line: parse what comes before. */
+        size_t n = strlen(frame);
+        while (n > 0 && (frame[n - 1] == '\n' || frame[n - 1] == '\r'))
+            n--;
+        if (n == 0)
+            continue; /* a stray blank line */
+        *out = parse_frame(frame, n);
+        return 1;
     }
 }
 
 void mz_sse_close(mz_sse_t *s)
 {
-    mz_conn_close(s->c);
-    s->ended = true;
+    mz_stream_close(s->stream);
 }
 
 mz_sse_frame_t *mz_sse_expect(mz_sse_t *s, const char *event, const char *data_json, int timeout_ms)

@@ -65,7 +65,7 @@ typedef struct mz_sse mz_sse_t;
  * 127.0.0.1:port and reads the response head. Asserting: the status must
  * be 200 with Content-Type text/event-stream (the failure quotes what came).
  */
-mz_sse_t *mz_sse_open(int port, const char *query, const char *token);
+mz_sse_t *mz_sse_open(const mz_gw_t *gw, const char *query, const char *token);
 
 /**
  * Reads the next frame within timeout_ms. 1 and *out; 0 on timeout; -1

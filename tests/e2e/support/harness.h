@@ -365,6 +365,9 @@ json_t *mz_stream_next_event(mz_stream_t *s, const char *event, int timeout_ms);
 /** True once the server ended the stream (waits up to timeout_ms). */
 bool mz_stream_closed(mz_stream_t *s, int timeout_ms);
 
+/** Closes the client side of the stream (the client goes away). */
+void mz_stream_close(mz_stream_t *s);
+
 /* ------------------------------------------------------------------------
  * Concurrency
  * ---------------------------------------------------------------------- */

@@ -200,3 +200,9 @@ bool mz_stream_closed(mz_stream_t *s, int timeout_ms)
 {
     return s->ended || mz_wait_closed(s->conn, timeout_ms) == 1;
 }
+
+void mz_stream_close(mz_stream_t *s)
+{
+    mz_conn_close(s->conn);
+    s->ended = true;
+}
