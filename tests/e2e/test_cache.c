@@ -31,37 +31,6 @@ TestSuite(cache, .init = mz_setup, .fini = mz_teardown, .timeout = 240);
 #define ME "/api/mizan/ctx/me/"
 #define DRAFTS "/api/mizan/ctx/drafts/"
 
-/* GET a context: 200, standard headers, X-Mizan-Cache == cache (NULL: any). */
-static mz_resp_t *ctx_get(const mz_gw_t *gw, const char *path, const char *token, const char *cache)
-{
-    mz_resp_t *r = mz_get(gw, path, token);
-    cr_assert(r->status == 200, "GET %s: expected 200\n%s", path, mz_describe(r));
-    mz_expect_std_headers(r);
-    cr_assert(json_is_object(r->json), "GET %s: body is not a JSON object\n%s", path, mz_describe(r));
-    const char *got = mz_header(r, "X-Mizan-Cache");
-    cr_assert(got != NULL, "GET %s: no X-Mizan-Cache header\n%s", path, mz_describe(r));
-    if (cache != NULL)
-        cr_assert(strcmp(got, cache) == 0, "GET %s: X-Mizan-Cache %s, expected %s\n%s", path, got, cache,
-                  mz_describe(r));
-    return r;
-}
-
-/* A mutation answering 200 whose invalidate list is exactly want; returns its result (borrowed from the response). */
-static json_t *mutate(const mz_gw_t *gw, const char *fn, const char *args, const char *token, const char *want)
-{
-    mz_resp_t *r = mz_call(gw, fn, args, token);
-    json_t *result = mz_expect_mutation(r);
-    mz_expect_json(json_object_get(r->json, "invalidate"), want);
-    return result;
-}
-
-static const char *title_of(const mz_resp_t *r)
-{
-    json_t *t = json_object_get(json_object_get(json_object_get(r->json, "data"), "get_post"), "title");
-    cr_assert(json_is_string(t), "bundle has no data.get_post.title\n%s", mz_describe(r));
-    return json_string_value(t);
-}
-
 static double runs(const mz_gw_t *gw, const char *fn)
 {
     return mz_metric(gw, mz_fmt("mizan_function_runs_total{function=\"%s\"}", fn));
@@ -81,8 +50,8 @@ Test(cache, post_miss_then_identical_hit)
 {
     mz_gw_t *gw = mz_gw_start(NULL);
     double before = runs(gw, "get_post");
-    mz_resp_t *miss = ctx_get(gw, POST1, NULL, "MISS");
-    mz_resp_t *hit = ctx_get(gw, POST1, NULL, "HIT");
+    mz_resp_t *miss = mz_ctx_get(gw, POST1, NULL, "MISS");
+    mz_resp_t *hit = mz_ctx_get(gw, POST1, NULL, "HIT");
     expect_same_body(miss, hit);
     cr_assert_eq(runs(gw, "get_post") - before, 1.0, "a HIT must not run get_post again");
 
@@ -102,9 +71,9 @@ Test(cache, post_miss_then_identical_hit)
                    mz_dump(mz_expect_result(mz_call(gw, "get_author", "{\"post_id\":1}", NULL))));
 
     /* Another post is another bundle; the path without its slash is the same one. */
-    ctx_get(gw, POST2, NULL, "MISS");
-    ctx_get(gw, POST2, NULL, "HIT");
-    expect_same_body(ctx_get(gw, "/api/mizan/ctx/post?post_id=1", NULL, "HIT"), miss);
+    mz_ctx_get(gw, POST2, NULL, "MISS");
+    mz_ctx_get(gw, POST2, NULL, "HIT");
+    expect_same_body(mz_ctx_get(gw, "/api/mizan/ctx/post?post_id=1", NULL, "HIT"), miss);
     mz_gw_stop_ok(gw);
 }
 
@@ -113,7 +82,7 @@ Test(cache, fanout_ttl0_is_always_bypass)
     mz_gw_t *gw = mz_gw_start(NULL);
     double before = runs(gw, "slow_a");
     for (int i = 0; i < 3; i++) {
-        mz_resp_t *r = ctx_get(gw, "/api/mizan/ctx/fanout/?ms=5", NULL, "BYPASS");
+        mz_resp_t *r = mz_ctx_get(gw, "/api/mizan/ctx/fanout/?ms=5", NULL, "BYPASS");
         mz_expect_json(json_object_get(json_object_get(r->json, "data"), "slow_a"),
                        "{\"fn\": \"slow_a\", \"slept_ms\": 5}");
     }
@@ -126,7 +95,7 @@ Test(cache, bundle_with_errors_is_bypass_and_stays_bypass)
     mz_gw_t *gw = mz_gw_start(NULL);
     double before = runs(gw, "get_post");
     for (int i = 0; i < 3; i++) {
-        mz_resp_t *r = ctx_get(gw, "/api/mizan/ctx/post/?post_id=999", NULL, "BYPASS");
+        mz_resp_t *r = mz_ctx_get(gw, "/api/mizan/ctx/post/?post_id=999", NULL, "BYPASS");
         json_t *err = json_object_get(json_object_get(r->json, "errors"), "get_post");
         cr_assert(json_is_object(err), "errors.get_post missing\n%s", mz_describe(r));
         mz_expect_json(json_object_get(err, "code"), "\"NOT_FOUND\"");
@@ -135,11 +104,11 @@ Test(cache, bundle_with_errors_is_bypass_and_stays_bypass)
     cr_assert_eq(runs(gw, "get_post") - before, 3.0, "a bundle with errors must never be served from the cache");
     /* The same post, once it exists, is cacheable (nothing negative was stored). */
     char *tok = mz_token(gw, "alice", NULL);
-    json_t *post = mutate(gw, "create_post", "{\"title\":\"x\",\"body\":\"y\"}", tok,
+    json_t *post = mz_mutate(gw, "create_post", "{\"title\":\"x\",\"body\":\"y\"}", tok,
                           "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     mz_expect_json(json_object_get(post, "id"), "4");
-    ctx_get(gw, "/api/mizan/ctx/post/?post_id=4", NULL, "MISS");
-    ctx_get(gw, "/api/mizan/ctx/post/?post_id=4", NULL, "HIT");
+    mz_ctx_get(gw, "/api/mizan/ctx/post/?post_id=4", NULL, "MISS");
+    mz_ctx_get(gw, "/api/mizan/ctx/post/?post_id=4", NULL, "HIT");
     mz_gw_stop_ok(gw);
 }
 
@@ -151,22 +120,22 @@ Test(cache, update_post_read_your_writes_and_scoping)
 {
     mz_gw_t *gw = mz_gw_start(NULL);
     char *alice = mz_token(gw, "alice", NULL);
-    ctx_get(gw, POST1, NULL, "MISS");
-    ctx_get(gw, POST1, NULL, "HIT");
-    ctx_get(gw, POST2, NULL, "MISS");
-    ctx_get(gw, FEED, NULL, "MISS");
-    ctx_get(gw, FEED, NULL, "HIT");
+    mz_ctx_get(gw, POST1, NULL, "MISS");
+    mz_ctx_get(gw, POST1, NULL, "HIT");
+    mz_ctx_get(gw, POST2, NULL, "MISS");
+    mz_ctx_get(gw, FEED, NULL, "MISS");
+    mz_ctx_get(gw, FEED, NULL, "HIT");
     for (int round = 0; round < 5; round++) {
         char *title = mz_fmt("ryw title %d", round);
-        mutate(gw, "update_post", mz_fmt("{\"post_id\":1,\"title\":\"%s\"}", title), alice,
+        mz_mutate(gw, "update_post", mz_fmt("{\"post_id\":1,\"title\":\"%s\"}", title), alice,
                "[{\"context\":\"post\",\"params\":{\"post_id\":1}},{\"context\":\"feed\"}]");
-        mz_resp_t *r = ctx_get(gw, POST1, NULL, "MISS");
-        cr_assert_str_eq(title_of(r), title, "stale post bundle after update_post\n%s", mz_describe(r));
-        expect_same_body(ctx_get(gw, POST1, NULL, "HIT"), r);
+        mz_resp_t *r = mz_ctx_get(gw, POST1, NULL, "MISS");
+        cr_assert_str_eq(mz_bundle_title(r), title, "stale post bundle after update_post\n%s", mz_describe(r));
+        expect_same_body(mz_ctx_get(gw, POST1, NULL, "HIT"), r);
         /* Scoped: post 2's bundle survives. */
-        ctx_get(gw, POST2, NULL, "HIT");
+        mz_ctx_get(gw, POST2, NULL, "HIT");
         /* Whole context: the feed is recomputed and shows the title. */
-        mz_resp_t *f = ctx_get(gw, FEED, NULL, "MISS");
+        mz_resp_t *f = mz_ctx_get(gw, FEED, NULL, "MISS");
         json_t *posts = json_object_get(json_object_get(f->json, "data"), "list_posts");
         size_t i;
         json_t *p;
@@ -179,7 +148,7 @@ Test(cache, update_post_read_your_writes_and_scoping)
             }
         }
         cr_assert(found, "post 1 missing from the feed: %s", f->body);
-        ctx_get(gw, FEED, NULL, "HIT");
+        mz_ctx_get(gw, FEED, NULL, "HIT");
     }
     mz_gw_stop_ok(gw);
 }
@@ -188,17 +157,17 @@ Test(cache, add_comment_invalidates_only_its_post)
 {
     mz_gw_t *gw = mz_gw_start(NULL);
     char *bob = mz_token(gw, "bob", NULL);
-    ctx_get(gw, POST1, NULL, "MISS");
-    ctx_get(gw, POST2, NULL, "MISS");
-    ctx_get(gw, FEED, NULL, "MISS");
-    mutate(gw, "add_comment", "{\"post_id\":1,\"text\":\"hello\"}", bob,
+    mz_ctx_get(gw, POST1, NULL, "MISS");
+    mz_ctx_get(gw, POST2, NULL, "MISS");
+    mz_ctx_get(gw, FEED, NULL, "MISS");
+    mz_mutate(gw, "add_comment", "{\"post_id\":1,\"text\":\"hello\"}", bob,
            "[{\"context\":\"post\",\"params\":{\"post_id\":1}}]");
-    mz_resp_t *r = ctx_get(gw, POST1, NULL, "MISS");
+    mz_resp_t *r = mz_ctx_get(gw, POST1, NULL, "MISS");
     json_t *comments = json_object_get(json_object_get(r->json, "data"), "list_comments");
     cr_assert_eq(json_array_size(comments), 3, "%s", r->body);
     mz_expect_json(json_object_get(json_array_get(comments, 2), "text"), "\"hello\"");
-    ctx_get(gw, POST2, NULL, "HIT");
-    ctx_get(gw, FEED, NULL, "HIT");
+    mz_ctx_get(gw, POST2, NULL, "HIT");
+    mz_ctx_get(gw, FEED, NULL, "HIT");
     mz_gw_stop_ok(gw);
 }
 
@@ -206,13 +175,13 @@ Test(cache, create_post_invalidates_the_feed)
 {
     mz_gw_t *gw = mz_gw_start(NULL);
     char *alice = mz_token(gw, "alice", NULL);
-    mz_resp_t *before = ctx_get(gw, FEED, NULL, "MISS");
-    ctx_get(gw, FEED, NULL, "HIT");
-    ctx_get(gw, POST1, NULL, "MISS");
-    json_t *post = mutate(gw, "create_post", "{\"title\":\"fresh post\",\"body\":\"b\"}", alice,
+    mz_resp_t *before = mz_ctx_get(gw, FEED, NULL, "MISS");
+    mz_ctx_get(gw, FEED, NULL, "HIT");
+    mz_ctx_get(gw, POST1, NULL, "MISS");
+    json_t *post = mz_mutate(gw, "create_post", "{\"title\":\"fresh post\",\"body\":\"b\"}", alice,
                           "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     json_int_t id = json_integer_value(json_object_get(post, "id"));
-    mz_resp_t *after = ctx_get(gw, FEED, NULL, "MISS");
+    mz_resp_t *after = mz_ctx_get(gw, FEED, NULL, "MISS");
     json_t *list = json_object_get(json_object_get(after->json, "data"), "list_posts");
     cr_assert_eq(json_array_size(list),
                  json_array_size(json_object_get(json_object_get(before->json, "data"), "list_posts")) + 1,
@@ -220,9 +189,9 @@ Test(cache, create_post_invalidates_the_feed)
     /* Newest first. */
     cr_assert_eq(json_integer_value(json_object_get(json_array_get(list, 0), "id")), id, "%s", after->body);
     mz_expect_json(json_object_get(json_array_get(list, 0), "title"), "\"fresh post\"");
-    expect_same_body(ctx_get(gw, FEED, NULL, "HIT"), after);
+    expect_same_body(mz_ctx_get(gw, FEED, NULL, "HIT"), after);
     /* create_post does not invalidate post bundles. */
-    ctx_get(gw, POST1, NULL, "HIT");
+    mz_ctx_get(gw, POST1, NULL, "HIT");
     mz_gw_stop_ok(gw);
 }
 
@@ -235,15 +204,15 @@ Test(cache, me_is_per_user)
     mz_gw_t *gw = mz_gw_start(NULL);
     char *alice = mz_token(gw, "alice", NULL);
     char *bob = mz_token(gw, "bob", "--staff", NULL);
-    mz_resp_t *a1 = ctx_get(gw, ME, alice, "MISS");
-    mz_resp_t *b1 = ctx_get(gw, ME, bob, "MISS");
+    mz_resp_t *a1 = mz_ctx_get(gw, ME, alice, "MISS");
+    mz_resp_t *b1 = mz_ctx_get(gw, ME, bob, "MISS");
     mz_expect_json(json_object_get(json_object_get(a1->json, "data"), "whoami"),
                    "{\"sub\":\"alice\",\"staff\":false,\"superuser\":false,\"perms\":[]}");
     mz_expect_json(json_object_get(json_object_get(b1->json, "data"), "whoami"),
                    "{\"sub\":\"bob\",\"staff\":true,\"superuser\":false,\"perms\":[]}");
     for (int i = 0; i < 3; i++) {
-        mz_resp_t *a = ctx_get(gw, ME, alice, "HIT");
-        mz_resp_t *b = ctx_get(gw, ME, bob, "HIT");
+        mz_resp_t *a = mz_ctx_get(gw, ME, alice, "HIT");
+        mz_resp_t *b = mz_ctx_get(gw, ME, bob, "HIT");
         expect_same_body(a, a1);
         expect_same_body(b, b1);
         cr_assert_null(strstr(a->body, "bob"), "alice was served bob's bundle: %s", a->body);
@@ -251,7 +220,7 @@ Test(cache, me_is_per_user)
     }
     /* A different token of the same sub shares the bundle (scope is the sub). */
     char *alice2 = mz_token(gw, "alice", "--ttl", "120", NULL);
-    expect_same_body(ctx_get(gw, ME, alice2, "HIT"), a1);
+    expect_same_body(mz_ctx_get(gw, ME, alice2, "HIT"), a1);
     mz_expect_error(mz_get(gw, ME, NULL), 401, "UNAUTHORIZED");
     mz_gw_stop_ok(gw);
 }
@@ -267,25 +236,25 @@ Test(cache, drafts_are_per_permission_set)
     char *frank = mz_token(gw, "frank", "--staff", "--perm", "blog.view_drafts", NULL);
     char *nobody = mz_token(gw, "ivan", NULL);
 
-    mz_resp_t *c = ctx_get(gw, DRAFTS, carol, "MISS");
-    expect_same_body(ctx_get(gw, DRAFTS, dave, "HIT"), c);   /* same perms, other user */
-    expect_same_body(ctx_get(gw, DRAFTS, dup, "HIT"), c);    /* duplicates dropped */
-    mz_resp_t *e = ctx_get(gw, DRAFTS, erin, "MISS");        /* more perms: its own bundle */
-    expect_same_body(ctx_get(gw, DRAFTS, gina, "HIT"), e);   /* perms order does not matter */
-    ctx_get(gw, DRAFTS, frank, "MISS");                      /* staff flag differs */
-    ctx_get(gw, DRAFTS, frank, "HIT");
-    ctx_get(gw, DRAFTS, carol, "HIT");
+    mz_resp_t *c = mz_ctx_get(gw, DRAFTS, carol, "MISS");
+    expect_same_body(mz_ctx_get(gw, DRAFTS, dave, "HIT"), c);   /* same perms, other user */
+    expect_same_body(mz_ctx_get(gw, DRAFTS, dup, "HIT"), c);    /* duplicates dropped */
+    mz_resp_t *e = mz_ctx_get(gw, DRAFTS, erin, "MISS");        /* more perms: its own bundle */
+    expect_same_body(mz_ctx_get(gw, DRAFTS, gina, "HIT"), e);   /* perms order does not matter */
+    mz_ctx_get(gw, DRAFTS, frank, "MISS");                      /* staff flag differs */
+    mz_ctx_get(gw, DRAFTS, frank, "HIT");
+    mz_ctx_get(gw, DRAFTS, carol, "HIT");
     mz_expect_error(mz_get(gw, DRAFTS, nobody), 403, "FORBIDDEN");
 
     /* A new draft invalidates every permission set's bundle. */
     char *alice = mz_token(gw, "alice", NULL);
-    mutate(gw, "create_post", "{\"title\":\"a draft\",\"body\":\"b\",\"published\":false}", alice,
+    mz_mutate(gw, "create_post", "{\"title\":\"a draft\",\"body\":\"b\",\"published\":false}", alice,
            "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
-    mz_resp_t *c2 = ctx_get(gw, DRAFTS, dave, "MISS");
+    mz_resp_t *c2 = mz_ctx_get(gw, DRAFTS, dave, "MISS");
     cr_assert_not_null(strstr(c2->body, "a draft"), "%s", c2->body);
-    ctx_get(gw, DRAFTS, carol, "HIT");
-    ctx_get(gw, DRAFTS, erin, "MISS");
-    ctx_get(gw, DRAFTS, frank, "MISS");
+    mz_ctx_get(gw, DRAFTS, carol, "HIT");
+    mz_ctx_get(gw, DRAFTS, erin, "MISS");
+    mz_ctx_get(gw, DRAFTS, frank, "MISS");
     mz_gw_stop_ok(gw);
 }
 
@@ -351,7 +320,7 @@ Test(cache, sse_post_stream_gets_exact_invalidate_frame)
     cr_assert_eq(mz_sse_next(s, 5000, &hello, err, sizeof(err)), 1, "no first frame: %s", err);
     cr_assert_str_eq(hello->raw, "retry: 2000\n: connected", "first frame");
 
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"evented\"}", alice,
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"evented\"}", alice,
            "[{\"context\":\"post\",\"params\":{\"post_id\":1}},{\"context\":\"feed\"}]");
     mz_sse_frame_t *f = mz_sse_expect(s, "invalidate", POST1_EVENT, 5000);
     cr_assert_str_eq(f->raw, "event: invalidate\ndata: " POST1_EVENT, "frame bytes");
@@ -370,7 +339,7 @@ Test(cache, sse_filter_by_context)
     mz_sse_t *all = mz_sse_open(gw, NULL, NULL);
 
     /* add_comment: a post event only. */
-    mutate(gw, "add_comment", "{\"post_id\":1,\"text\":\"c\"}", alice,
+    mz_mutate(gw, "add_comment", "{\"post_id\":1,\"text\":\"c\"}", alice,
            "[{\"context\":\"post\",\"params\":{\"post_id\":1}}]");
     mz_sse_expect(post, "invalidate", POST1_EVENT, 5000);
     mz_sse_expect(both, "invalidate", POST1_EVENT, 5000);
@@ -378,7 +347,7 @@ Test(cache, sse_filter_by_context)
     mz_sse_expect_no_context(feed, "post", 700);
 
     /* update_post: post and feed; the feed stream sees feed and only feed. */
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"t\"}", alice,
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"t\"}", alice,
            "[{\"context\":\"post\",\"params\":{\"post_id\":1}},{\"context\":\"feed\"}]");
     mz_sse_expect(feed, "invalidate", FEED_EVENT, 5000);
     mz_sse_expect(both, "invalidate", POST1_EVENT, 5000);
@@ -388,7 +357,7 @@ Test(cache, sse_filter_by_context)
     mz_sse_expect_no_context(feed, "post", 500);
 
     /* create_post: feed and drafts; the post stream sees nothing. */
-    mutate(gw, "create_post", "{\"title\":\"n\",\"body\":\"b\"}", alice,
+    mz_mutate(gw, "create_post", "{\"title\":\"n\",\"body\":\"b\"}", alice,
            "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     mz_sse_expect(feed, "invalidate", FEED_EVENT, 5000);
     mz_sse_expect(all, "invalidate", FEED_EVENT, 5000);
@@ -457,7 +426,7 @@ Test(cache, sse_clients_gone_are_released)
     while ((open = mz_metric(gw, "mizan_sse_clients")) != 1.0 && mz_now_ms() < deadline)
         mz_sleep_ms(50);
     cr_assert_eq(open, 1.0, "mizan_sse_clients is %.0f 3 s after two of three clients closed", open);
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"t\"}", alice,
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"t\"}", alice,
            "[{\"context\":\"post\",\"params\":{\"post_id\":1}},{\"context\":\"feed\"}]");
     mz_sse_expect(stays, "invalidate", FEED_EVENT, 5000);
     mz_gw_stop_ok(gw);

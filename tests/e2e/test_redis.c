@@ -44,36 +44,6 @@ static mz_gw_t *start_gw(const mz_redis_t *r, const char *instance, const char *
     return gw;
 }
 
-/* GET a context: 200, standard headers, X-Mizan-Cache == cache (NULL: any). */
-static mz_resp_t *ctx_get(const mz_gw_t *gw, const char *path, const char *token, const char *cache)
-{
-    mz_resp_t *r = mz_get(gw, path, token);
-    cr_assert(r->status == 200, "GET %s: expected 200\n%s", path, mz_describe(r));
-    mz_expect_std_headers(r);
-    const char *got = mz_header(r, "X-Mizan-Cache");
-    cr_assert(got != NULL, "GET %s: no X-Mizan-Cache\n%s", path, mz_describe(r));
-    if (cache != NULL)
-        cr_assert(strcmp(got, cache) == 0, "GET %s: X-Mizan-Cache %s, expected %s\n%s", path, got, cache,
-                  mz_describe(r));
-    return r;
-}
-
-/* A mutation answering 200 whose invalidate list is exactly want; returns its result (borrowed from the response). */
-static json_t *mutate(const mz_gw_t *gw, const char *fn, const char *args, const char *token, const char *want)
-{
-    mz_resp_t *r = mz_call(gw, fn, args, token);
-    json_t *result = mz_expect_mutation(r);
-    mz_expect_json(json_object_get(r->json, "invalidate"), want);
-    return result;
-}
-
-static const char *title_of(const mz_resp_t *r)
-{
-    json_t *t = json_object_get(json_object_get(json_object_get(r->json, "data"), "get_post"), "title");
-    cr_assert(json_is_string(t), "bundle has no data.get_post.title\n%s", mz_describe(r));
-    return json_string_value(t);
-}
-
 /* One two-word Redis command; the reply is arena-owned (borrowed). */
 static json_t *rcmd2(const mz_redis_t *r, const char *cmd, const char *key)
 {
@@ -167,39 +137,39 @@ Test(redis, miss_hit_and_exact_stored_value)
     char *post_key = mz_key_bundle("post", POST1_JCS, "public");
     char *feed_key = mz_key_bundle("feed", "{}", "public");
 
-    mz_resp_t *miss = ctx_get(gw, POST1, NULL, "MISS");
-    mz_resp_t *hit = ctx_get(gw, POST1, NULL, "HIT");
+    mz_resp_t *miss = mz_ctx_get(gw, POST1, NULL, "MISS");
+    mz_resp_t *hit = mz_ctx_get(gw, POST1, NULL, "HIT");
     cr_assert_str_eq(hit->body, miss->body, "HIT body differs from the MISS body");
     expect_stored(r, post_key, 0, 0, miss);
     long long ttl = rttl(r, post_key);
     cr_assert(ttl > 0 && ttl <= 60, "TTL of %s is %lld, expected 1..60 (the post context's ttl)", post_key, ttl);
 
-    mz_resp_t *feed = ctx_get(gw, FEED, NULL, "MISS");
-    ctx_get(gw, FEED, NULL, "HIT");
+    mz_resp_t *feed = mz_ctx_get(gw, FEED, NULL, "MISS");
+    mz_ctx_get(gw, FEED, NULL, "HIT");
     expect_stored(r, feed_key, 0, 0, feed);
     ttl = rttl(r, feed_key);
     cr_assert(ttl > 0 && ttl <= 30, "TTL of %s is %lld, expected 1..30 (the feed context's ttl)", feed_key, ttl);
 
     /* fanout (ttl 0) writes nothing. */
-    ctx_get(gw, "/api/mizan/ctx/fanout/?ms=1", NULL, "BYPASS");
-    ctx_get(gw, "/api/mizan/ctx/fanout/?ms=1", NULL, "BYPASS");
+    mz_ctx_get(gw, "/api/mizan/ctx/fanout/?ms=1", NULL, "BYPASS");
+    mz_ctx_get(gw, "/api/mizan/ctx/fanout/?ms=1", NULL, "BYPASS");
     const char *dbsize[] = {"DBSIZE", NULL};
     mz_expect_json(mz_redis_cmd(r, dbsize), "2");
     /* Nor does a bundle with errors. */
-    ctx_get(gw, "/api/mizan/ctx/post/?post_id=999", NULL, "BYPASS");
-    ctx_get(gw, "/api/mizan/ctx/post/?post_id=999", NULL, "BYPASS");
+    mz_ctx_get(gw, "/api/mizan/ctx/post/?post_id=999", NULL, "BYPASS");
+    mz_ctx_get(gw, "/api/mizan/ctx/post/?post_id=999", NULL, "BYPASS");
     cr_assert_null(rget(r, mz_key_bundle("post", "{\"post_id\":999}", "public")));
     mz_expect_json(mz_redis_cmd(r, dbsize), "2");
 
     /* After update_post: scoped revision 1, feed revision 1; the values stored next carry them. */
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"stored anew\"}", alice, POST_FEED_TARGETS);
-    mz_resp_t *again = ctx_get(gw, POST1, NULL, "MISS");
-    cr_assert_str_eq(title_of(again), "stored anew");
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"stored anew\"}", alice, POST_FEED_TARGETS);
+    mz_resp_t *again = mz_ctx_get(gw, POST1, NULL, "MISS");
+    cr_assert_str_eq(mz_bundle_title(again), "stored anew");
     expect_stored(r, post_key, 0, 1, again);
-    cr_assert_str_eq(ctx_get(gw, POST1, NULL, "HIT")->body, again->body);
-    mz_resp_t *feed2 = ctx_get(gw, FEED, NULL, "MISS");
+    cr_assert_str_eq(mz_ctx_get(gw, POST1, NULL, "HIT")->body, again->body);
+    mz_resp_t *feed2 = mz_ctx_get(gw, FEED, NULL, "MISS");
     expect_stored(r, feed_key, 1, 0, feed2);
-    ctx_get(gw, FEED, NULL, "HIT");
+    mz_ctx_get(gw, FEED, NULL, "HIT");
     mz_gw_stop_ok(gw);
 }
 
@@ -216,7 +186,7 @@ Test(redis, every_mutation_bumps_the_right_revisions)
     char *p3 = mz_key_scoped_rev("post", "{\"post_id\":3}");
 
     /* create_post: feed and drafts, whole contexts (no params to scope by); no expiry. */
-    json_t *created = mutate(gw, "create_post", "{\"title\":\"n\",\"body\":\"b\"}", alice,
+    json_t *created = mz_mutate(gw, "create_post", "{\"title\":\"n\",\"body\":\"b\"}", alice,
                              "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     mz_expect_json(json_object_get(created, "id"), "4");
     expect_rev(r, "feed revision", feed, "1");
@@ -225,14 +195,14 @@ Test(redis, every_mutation_bumps_the_right_revisions)
     cr_assert_eq(rttl(r, drafts), -1, "a context revision must not expire");
 
     /* update_post on a published post: scoped post revision + feed. */
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"u\"}", alice, POST_FEED_TARGETS);
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"u\"}", alice, POST_FEED_TARGETS);
     expect_rev(r, "post 1 revision", p1, "1");
     expect_scoped_ttl(r, p1, 60);
     expect_rev(r, "feed revision", feed, "2");
     expect_rev(r, "drafts revision", drafts, "1");
 
     /* add_comment: the scoped post revision only. */
-    mutate(gw, "add_comment", "{\"post_id\":2,\"text\":\"c\"}", alice,
+    mz_mutate(gw, "add_comment", "{\"post_id\":2,\"text\":\"c\"}", alice,
            "[{\"context\":\"post\",\"params\":{\"post_id\":2}}]");
     expect_rev(r, "post 2 revision", p2, "1");
     expect_scoped_ttl(r, p2, 60);
@@ -240,11 +210,11 @@ Test(redis, every_mutation_bumps_the_right_revisions)
     expect_rev(r, "feed revision", feed, "2");
 
     /* A draft, then update_post on it: the drafts target is added at run time. */
-    mutate(gw, "create_post", "{\"title\":\"d\",\"body\":\"b\",\"published\":false}", alice,
+    mz_mutate(gw, "create_post", "{\"title\":\"d\",\"body\":\"b\",\"published\":false}", alice,
            "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     expect_rev(r, "feed revision", feed, "3");
     expect_rev(r, "drafts revision", drafts, "2");
-    mutate(gw, "update_post", "{\"post_id\":5,\"title\":\"d2\"}", alice,
+    mz_mutate(gw, "update_post", "{\"post_id\":5,\"title\":\"d2\"}", alice,
            "[{\"context\":\"post\",\"params\":{\"post_id\":5}},{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     char *p5 = mz_key_scoped_rev("post", "{\"post_id\":5}");
     expect_rev(r, "post 5 revision", p5, "1");
@@ -253,7 +223,7 @@ Test(redis, every_mutation_bumps_the_right_revisions)
     expect_rev(r, "drafts revision", drafts, "3");
 
     /* publish_post: post, feed, drafts. */
-    mutate(gw, "publish_post", "{\"post_id\":5}", publisher,
+    mz_mutate(gw, "publish_post", "{\"post_id\":5}", publisher,
            "[{\"context\":\"post\",\"params\":{\"post_id\":5}},{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     expect_rev(r, "post 5 revision", p5, "2");
     expect_scoped_ttl(r, p5, 60);
@@ -261,7 +231,7 @@ Test(redis, every_mutation_bumps_the_right_revisions)
     expect_rev(r, "drafts revision", drafts, "4");
 
     /* delete_post: post, feed, drafts. */
-    mutate(gw, "delete_post", "{\"post_id\":3}", staff,
+    mz_mutate(gw, "delete_post", "{\"post_id\":3}", staff,
            "[{\"context\":\"post\",\"params\":{\"post_id\":3}},{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
     expect_rev(r, "post 3 revision", p3, "1");
     expect_scoped_ttl(r, p3, 60);
@@ -289,7 +259,7 @@ Test(redis, events_on_the_redis_channel)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long long now_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"e\"}", alice, POST_FEED_TARGETS);
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"e\"}", alice, POST_FEED_TARGETS);
     const char *want[] = {POST1_TARGET, "{\"context\":\"feed\"}"};
     for (int i = 0; i < 2; i++) {
         char *msg = mz_redis_sub_next(sub, 5000);
@@ -316,12 +286,12 @@ Test(redis, read_your_writes_one_instance)
     mz_gw_t *gw = start_gw(r, "A", NULL);
     char *alice = mz_token(gw, "alice", NULL);
     for (int round = 0; round < 20; round++) {
-        ctx_get(gw, POST1, NULL, NULL);
-        ctx_get(gw, POST1, NULL, "HIT");
+        mz_ctx_get(gw, POST1, NULL, NULL);
+        mz_ctx_get(gw, POST1, NULL, "HIT");
         char *title = mz_fmt("single %d", round);
-        mutate(gw, "update_post", mz_fmt("{\"post_id\":1,\"title\":\"%s\"}", title), alice, POST_FEED_TARGETS);
-        mz_resp_t *after = ctx_get(gw, POST1, NULL, "MISS");
-        cr_assert_str_eq(title_of(after), title, "round %d: stale bundle right after update_post", round);
+        mz_mutate(gw, "update_post", mz_fmt("{\"post_id\":1,\"title\":\"%s\"}", title), alice, POST_FEED_TARGETS);
+        mz_resp_t *after = mz_ctx_get(gw, POST1, NULL, "MISS");
+        cr_assert_str_eq(mz_bundle_title(after), title, "round %d: stale bundle right after update_post", round);
     }
     mz_gw_stop_ok(gw);
 }
@@ -333,14 +303,14 @@ Test(redis, user_and_perms_isolation)
     char *alice = mz_token(gw, "alice", NULL);
     char *bob = mz_token(gw, "bob", NULL);
 
-    mz_resp_t *a = ctx_get(gw, ME, alice, "MISS");
-    mz_resp_t *b = ctx_get(gw, ME, bob, "MISS");
+    mz_resp_t *a = mz_ctx_get(gw, ME, alice, "MISS");
+    mz_resp_t *b = mz_ctx_get(gw, ME, bob, "MISS");
     mz_expect_json(json_object_get(json_object_get(a->json, "data"), "whoami"),
                    "{\"sub\":\"alice\",\"staff\":false,\"superuser\":false,\"perms\":[]}");
     mz_expect_json(json_object_get(json_object_get(b->json, "data"), "whoami"),
                    "{\"sub\":\"bob\",\"staff\":false,\"superuser\":false,\"perms\":[]}");
-    cr_assert_str_eq(ctx_get(gw, ME, alice, "HIT")->body, a->body);
-    cr_assert_str_eq(ctx_get(gw, ME, bob, "HIT")->body, b->body);
+    cr_assert_str_eq(mz_ctx_get(gw, ME, alice, "HIT")->body, a->body);
+    cr_assert_str_eq(mz_ctx_get(gw, ME, bob, "HIT")->body, b->body);
     expect_stored(r, mz_key_bundle("me", "{}", "user:alice"), 0, 0, a);
     expect_stored(r, mz_key_bundle("me", "{}", "user:bob"), 0, 0, b);
 
@@ -348,11 +318,11 @@ Test(redis, user_and_perms_isolation)
     char *dave = mz_token(gw, "dave", "--perm", "blog.view_drafts", NULL);
     char *erin = mz_token(gw, "erin", "--perm", "blog.view_drafts", "--perm", "blog.publish_post", NULL);
     char *frank = mz_token(gw, "frank", "--staff", "--perm", "blog.view_drafts", NULL);
-    mz_resp_t *c = ctx_get(gw, DRAFTS, carol, "MISS");
-    cr_assert_str_eq(ctx_get(gw, DRAFTS, dave, "HIT")->body, c->body);
-    mz_resp_t *e = ctx_get(gw, DRAFTS, erin, "MISS");
-    ctx_get(gw, DRAFTS, erin, "HIT");
-    mz_resp_t *f = ctx_get(gw, DRAFTS, frank, "MISS");
+    mz_resp_t *c = mz_ctx_get(gw, DRAFTS, carol, "MISS");
+    cr_assert_str_eq(mz_ctx_get(gw, DRAFTS, dave, "HIT")->body, c->body);
+    mz_resp_t *e = mz_ctx_get(gw, DRAFTS, erin, "MISS");
+    mz_ctx_get(gw, DRAFTS, erin, "HIT");
+    mz_resp_t *f = mz_ctx_get(gw, DRAFTS, frank, "MISS");
     const char *view[] = {"blog.view_drafts", NULL};
     const char *view_pub[] = {"blog.view_drafts", "blog.publish_post", NULL};
     expect_stored(r, mz_key_bundle("drafts", "{}", mz_fmt("perms:%s", mz_key_perm(false, false, view))), 0, 0, c);
@@ -386,23 +356,23 @@ Test(redis, two_instances_read_your_writes_and_events)
     long tag = (long)time(NULL);
     for (int round = 0; round < ROUNDS; round++) {
         /* Warm B: its bundle is in Redis and it serves it. */
-        ctx_get(b, POST1, NULL, NULL);
-        ctx_get(b, POST1, NULL, "HIT");
-        ctx_get(b, FEED, NULL, NULL);
-        ctx_get(b, FEED, NULL, "HIT");
+        mz_ctx_get(b, POST1, NULL, NULL);
+        mz_ctx_get(b, POST1, NULL, "HIT");
+        mz_ctx_get(b, FEED, NULL, NULL);
+        mz_ctx_get(b, FEED, NULL, "HIT");
         char *title = mz_fmt("round %d of %ld", round, tag);
-        mutate(a, "update_post", mz_fmt("{\"post_id\":1,\"title\":\"%s\"}", title), alice, POST_FEED_TARGETS);
-        mz_resp_t *post = ctx_get(b, POST1, NULL, NULL);
-        cr_assert_str_eq(title_of(post), title,
+        mz_mutate(a, "update_post", mz_fmt("{\"post_id\":1,\"title\":\"%s\"}", title), alice, POST_FEED_TARGETS);
+        mz_resp_t *post = mz_ctx_get(b, POST1, NULL, NULL);
+        cr_assert_str_eq(mz_bundle_title(post), title,
                          "round %d: instance B served a stale post bundle (X-Mizan-Cache %s) after A acknowledged "
                          "update_post",
                          round, mz_header(post, "X-Mizan-Cache"));
         cr_assert_str_eq(mz_header(post, "X-Mizan-Cache"), "MISS", "round %d", round);
-        mz_resp_t *feed = ctx_get(b, FEED, NULL, "MISS");
+        mz_resp_t *feed = mz_ctx_get(b, FEED, NULL, "MISS");
         cr_assert_not_null(strstr(feed->body, mz_fmt("\"title\":\"%s\"", title)),
                            "round %d: B's feed lacks the new title: %s", round, feed->body);
         /* And A agrees. */
-        cr_assert_str_eq(title_of(ctx_get(a, POST1, NULL, "HIT")), title, "round %d", round);
+        cr_assert_str_eq(mz_bundle_title(mz_ctx_get(a, POST1, NULL, "HIT")), title, "round %d", round);
     }
 
     /* B's stream got every event A published, and only post events. */
@@ -432,8 +402,8 @@ Test(redis, outage_bypass_then_replay_on_restart)
     mz_gw_t *gw = start_gw(r, "A", NULL);
     char *alice = mz_token(gw, "alice", NULL);
     char *viewer = mz_token(gw, "carol", "--perm", "blog.view_drafts", NULL);
-    ctx_get(gw, POST1, NULL, "MISS");
-    ctx_get(gw, POST1, NULL, "HIT");
+    mz_ctx_get(gw, POST1, NULL, "MISS");
+    mz_ctx_get(gw, POST1, NULL, "HIT");
     mz_sse_t *sse = mz_sse_open(gw, "contexts=post,feed", NULL);
 
     /* Crash Redis. */
@@ -445,23 +415,23 @@ Test(redis, outage_bypass_then_replay_on_restart)
     mz_expect_status(mz_get(gw, "/healthz", NULL), 200);
 
     /* Contexts still answer, uncached. */
-    cr_assert_str_eq(title_of(ctx_get(gw, POST1, NULL, "BYPASS")), "Welcome to the Mizan blog");
-    ctx_get(gw, POST1, NULL, "BYPASS");
-    ctx_get(gw, FEED, NULL, "BYPASS");
-    ctx_get(gw, ME, alice, "BYPASS");
-    ctx_get(gw, DRAFTS, viewer, "BYPASS");
-    ctx_get(gw, "/api/mizan/ctx/fanout/?ms=1", NULL, "BYPASS");
+    cr_assert_str_eq(mz_bundle_title(mz_ctx_get(gw, POST1, NULL, "BYPASS")), "Welcome to the Mizan blog");
+    mz_ctx_get(gw, POST1, NULL, "BYPASS");
+    mz_ctx_get(gw, FEED, NULL, "BYPASS");
+    mz_ctx_get(gw, ME, alice, "BYPASS");
+    mz_ctx_get(gw, DRAFTS, viewer, "BYPASS");
+    mz_ctx_get(gw, "/api/mizan/ctx/fanout/?ms=1", NULL, "BYPASS");
 
     /* Mutations still succeed, with their invalidate lists. */
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"during outage 1\"}", alice, POST_FEED_TARGETS);
-    mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"during outage 2\"}", alice, POST_FEED_TARGETS);
-    cr_assert_str_eq(title_of(ctx_get(gw, POST1, NULL, "BYPASS")), "during outage 2");
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"during outage 1\"}", alice, POST_FEED_TARGETS);
+    mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"during outage 2\"}", alice, POST_FEED_TARGETS);
+    cr_assert_str_eq(mz_bundle_title(mz_ctx_get(gw, POST1, NULL, "BYPASS")), "during outage 2");
     cr_assert_eq(mz_metric(gw, "mizan_redis_replay_queued"), 4.0, "4 invalidations must wait for Redis");
     cr_assert_eq(mz_metric(gw, "mizan_redis_up"), 0.0);
     /* Long enough for the reconnection backoff to grow past its first steps. */
     mz_sleep_ms(3000);
     mz_expect_status(mz_get(gw, "/readyz", NULL), 503);
-    ctx_get(gw, POST1, NULL, "BYPASS");
+    mz_ctx_get(gw, POST1, NULL, "BYPASS");
 
     /* Redis comes back empty on the same port. */
     mz_redis_restart(r);
@@ -488,8 +458,8 @@ Test(redis, outage_bypass_then_replay_on_restart)
         cr_assert(mz_now_ms() - back_at < 10000,
                   "contexts still BYPASS 10 s after Redis came back (%d BYPASS after /readyz was 200)",
                   bypass_after_ready);
-        mz_resp_t *x = ctx_get(gw, POST1, NULL, NULL);
-        cr_assert_str_eq(title_of(x), "during outage 2");
+        mz_resp_t *x = mz_ctx_get(gw, POST1, NULL, NULL);
+        cr_assert_str_eq(mz_bundle_title(x), "during outage 2");
         if (strcmp(mz_header(x, "X-Mizan-Cache"), "BYPASS") == 0) {
             bypass_after_ready++;
             streak = 0;
@@ -507,7 +477,7 @@ Test(redis, outage_bypass_then_replay_on_restart)
     }
     cr_log_info("%d BYPASS answers in the %.0f ms after /readyz turned 200", bypass_after_ready,
                 mz_now_ms() - ready_at);
-    ctx_get(gw, POST1, NULL, "HIT");
+    mz_ctx_get(gw, POST1, NULL, "HIT");
 
     /* Events published while the subscription was down (the replay may go
      * out before this instance's subscription is back) can be missed, so

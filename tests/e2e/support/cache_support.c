@@ -22,25 +22,6 @@
 /* Key prefix of generated configs (harness.c writes cache.prefix "mizan:"). */
 #define KEY_PREFIX "mizan:"
 
-/* Full path of an executable found in PATH (arena string), or NULL. */
-static char *find_in_path(const char *name)
-{
-    const char *path = getenv("PATH");
-    if (path == NULL || path[0] == '\0')
-        path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-    for (const char *p = path; *p != '\0';) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon != NULL ? (size_t)(colon - p) : strlen(p);
-        char *cand = mz_fmt("%.*s/%s", (int)n, n > 0 ? p : ".", name);
-        if (access(cand, X_OK) == 0)
-            return cand;
-        if (colon == NULL)
-            break;
-        p = colon + 1;
-    }
-    return NULL;
-}
-
 /*
  * True when a failed mz_conn_fill() was its timeout: it gives up when less
  * than a whole millisecond is left, so allow for that.
@@ -56,7 +37,7 @@ static bool timed_out(double deadline)
 
 char *mz_hmac_hex(const char *key, const void *msg, size_t len)
 {
-    char *openssl = find_in_path("openssl");
+    char *openssl = mz_find_exe("openssl");
     cr_assert(openssl != NULL, "the openssl command line is needed to derive cache keys "
                                "(Debian: apt-get install openssl)");
     const char *base = getenv("TMPDIR");
@@ -366,7 +347,7 @@ static bool redis_pings(int port)
 void mz_redis_restart(mz_redis_t *r)
 {
     cr_assert(r->exited, "mz_redis_restart: redis-server pid %d is still running", (int)r->pid);
-    char *server = find_in_path("redis-server");
+    char *server = mz_find_exe("redis-server");
     cr_assert(server != NULL, "redis-server is not installed or not in PATH");
     char *port = mz_fmt("%d", r->port);
     const char *argv[] = {server, "--port",   port,   "--bind",      "127.0.0.1", "--save", "",
@@ -503,4 +484,33 @@ char *mz_redis_sub_next(mz_redis_sub_t *sub, int timeout_ms)
         if (n == 3 && strcmp(items[0], "message") == 0)
             return items[2];
     }
+}
+
+mz_resp_t *mz_ctx_get(const mz_gw_t *gw, const char *path, const char *token, const char *cache)
+{
+    mz_resp_t *r = mz_get(gw, path, token);
+    cr_assert(r->status == 200, "GET %s: expected 200\n%s", path, mz_describe(r));
+    mz_expect_std_headers(r);
+    cr_assert(json_is_object(r->json), "GET %s: body is not a JSON object\n%s", path, mz_describe(r));
+    const char *got = mz_header(r, "X-Mizan-Cache");
+    cr_assert(got != NULL, "GET %s: no X-Mizan-Cache header\n%s", path, mz_describe(r));
+    if (cache != NULL)
+        cr_assert(strcmp(got, cache) == 0, "GET %s: X-Mizan-Cache %s, expected %s\n%s", path, got, cache,
+                  mz_describe(r));
+    return r;
+}
+
+json_t *mz_mutate(const mz_gw_t *gw, const char *fn, const char *args, const char *token, const char *want)
+{
+    mz_resp_t *r = mz_call(gw, fn, args, token);
+    json_t *result = mz_expect_mutation(r);
+    mz_expect_json(json_object_get(r->json, "invalidate"), want);
+    return result;
+}
+
+const char *mz_bundle_title(const mz_resp_t *r)
+{
+    json_t *t = json_object_get(json_object_get(json_object_get(r->json, "data"), "get_post"), "title");
+    cr_assert(json_is_string(t), "bundle has no data.get_post.title\n%s", mz_describe(r));
+    return json_string_value(t);
 }

@@ -134,4 +134,19 @@ mz_redis_sub_t *mz_redis_subscribe(const mz_redis_t *r, const char *channel);
  */
 char *mz_redis_sub_next(mz_redis_sub_t *sub, int timeout_ms);
 
+/**
+ * GETs a context: asserts 200, the standard headers, a JSON object body and
+ * an X-Mizan-Cache header equal to cache (NULL: any value).
+ */
+mz_resp_t *mz_ctx_get(const mz_gw_t *gw, const char *path, const char *token, const char *cache);
+
+/**
+ * Calls a mutation: asserts 200 and an invalidate list exactly equal to
+ * want (JSON text); returns the result (borrowed from the response).
+ */
+json_t *mz_mutate(const mz_gw_t *gw, const char *fn, const char *args, const char *token, const char *want);
+
+/** data.get_post.title of a post bundle (asserted to be a string). */
+const char *mz_bundle_title(const mz_resp_t *r);
+
 #endif /* MZ_CACHE_SUPPORT_H */

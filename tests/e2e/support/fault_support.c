@@ -35,25 +35,6 @@
 /* Default bound on one exchange of a load thread. */
 #define LOAD_TIMEOUT_MS 5000
 
-/* Full path of an executable found in PATH (arena string), or NULL. */
-static char *find_exe(const char *name)
-{
-    const char *path = getenv("PATH");
-    if (path == NULL || path[0] == '\0')
-        path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-    for (const char *p = path; *p != '\0';) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon != NULL ? (size_t)(colon - p) : strlen(p);
-        char *cand = mz_fmt("%.*s/%s", (int)n, n > 0 ? p : ".", name);
-        if (access(cand, X_OK) == 0)
-            return cand;
-        if (colon == NULL)
-            break;
-        p = colon + 1;
-    }
-    return NULL;
-}
-
 /* Sleeps ms milliseconds unless *stop turns true first (checked every 20 ms). */
 static void nap(int ms, atomic_bool *stop)
 {
@@ -706,7 +687,7 @@ void mz_proc_resume(pid_t pid)
 
 mz_gw_t *mz_gw_start_nofile(const mz_gw_opts_t *opts, long nofile)
 {
-    char *prlimit_bin = find_exe("prlimit");
+    char *prlimit_bin = mz_find_exe("prlimit");
     cr_assert(prlimit_bin != NULL, "prlimit is needed to start the gateway under a low descriptor "
                                    "limit (Debian package util-linux)");
     const char *bin = mz_bin();
@@ -765,7 +746,7 @@ static double wrk_ms(const char *s)
 mz_wrk_t *mz_wrk_run(int port, const char *path, const char *post_body, int threads, int conns,
                      int duration_s, int timeout_s)
 {
-    char *wrk = find_exe("wrk");
+    char *wrk = mz_find_exe("wrk");
     cr_assert(wrk != NULL, "wrk is not installed (Debian: apt-get install wrk)");
     const char *argv[16];
     size_t k = 0;

@@ -905,3 +905,21 @@ char *mz_token_cfg(const char *config_path, const char *sub, ...)
     va_end(ap);
     return t;
 }
+
+char *mz_find_exe(const char *name)
+{
+    const char *path = getenv("PATH");
+    if (path == NULL || path[0] == '\0')
+        path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+    for (const char *p = path; *p != '\0';) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon != NULL ? (size_t)(colon - p) : strlen(p);
+        char *cand = mz_fmt("%.*s/%s", (int)n, n > 0 ? p : ".", name);
+        if (access(cand, X_OK) == 0)
+            return cand;
+        if (colon == NULL)
+            break;
+        p = colon + 1;
+    }
+    return NULL;
+}

@@ -111,6 +111,9 @@ long mz_raise_nofile(long want);
  * Running commands
  * ---------------------------------------------------------------------- */
 
+/** Full path of an executable found in PATH (arena string), or NULL. */
+char *mz_find_exe(const char *name);
+
 /** Outcome of mz_run(). */
 typedef struct mz_run {
     int status;        /**< exit code; 128+signal when killed; -1 on timeout */
