@@ -211,7 +211,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)what;
     mizan_conns_t *cs = arg;
     long long limit = (long long)cs->loop->gw->cfg.idle_timeout_s * 1000, now = now_ms();
-    size_t dropped = 0;
+    size_t dropped = 0, live = 0;
     for (size_t i = 0; i < cs->cap; i++) {
         conn_t *c = cs->slots[i];
         if (c == NULL || c == TOMB || !attach(c))
@@ -219,15 +219,14 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
         if (!c->busy && c->first_ms != 0 && now - c->first_ms > limit) {
             dropped++;
             evhttp_connection_free(c->evcon); /* on_closed forgets c */
+        } else {
+            live++;
         }
     }
     if (dropped > 0)
         mizan_log(MIZAN_LOG_WARN, "closed %zu connection(s) that took over %d s to send a request", dropped,
                   cs->loop->gw->cfg.idle_timeout_s);
     /* Tombstones pile up with connection churn: rebuild when they dominate. */
-    size_t live = 0;
-    for (size_t i = 0; i < cs->cap; i++)
-        live += cs->slots[i] != NULL && cs->slots[i] != TOMB;
     if (cs->used > 64 && cs->used > live * 2)
         rehash(cs);
 }
