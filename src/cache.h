@@ -32,6 +32,7 @@ typedef struct mizan_cache mizan_cache_t;
 /** Counters for metrics and tests (all monotonic). */
 typedef struct mizan_cache_stats {
     long long hits, misses, bypasses, coalesced, invalidations, events_received;
+    long long rejected; /**< stored values refused: their mac did not verify */
 } mizan_cache_stats_t;
 
 /** Creates the cache of gw (embedded or Redis by the config). Start-up only. */

@@ -268,6 +268,10 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
          "# TYPE mizan_sse_clients gauge\nmizan_sse_clients %zu\n",
          cs.coalesced, cs.invalidations, cs.events_received, queued, gw->cfg.queue_size, busy, gw->pool.nthreads,
          mizan_events_clients(gw));
+    emit(&o,
+         "# HELP mizan_cache_rejected_total Stored values refused because their mac did not verify.\n"
+         "# TYPE mizan_cache_rejected_total counter\nmizan_cache_rejected_total %lld\n",
+         cs.rejected);
     if (gw->cache != NULL && gw->cfg.redis_url != NULL) {
         mizan_redis_stats_t rs = {0};
         mizan_cache_redis_stats(gw->cache, &rs);
@@ -277,8 +281,10 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
              "# HELP mizan_redis_reconnects_total Redis reconnections.\n"
              "# TYPE mizan_redis_reconnects_total counter\nmizan_redis_reconnects_total %lld\n"
              "# HELP mizan_redis_replay_queued Invalidations waiting for Redis to come back.\n"
-             "# TYPE mizan_redis_replay_queued gauge\nmizan_redis_replay_queued %zu\n",
-             rs.connections_up, rs.reconnects, rs.replay_queued);
+             "# TYPE mizan_redis_replay_queued gauge\nmizan_redis_replay_queued %zu\n"
+             "# HELP mizan_redis_revisions_repaired_total Revision keys overwritten because they held no revision.\n"
+             "# TYPE mizan_redis_revisions_repaired_total counter\nmizan_redis_revisions_repaired_total %lld\n",
+             rs.connections_up, rs.reconnects, rs.replay_queued, rs.repaired);
     }
     char *up = mizan_upstream_metrics(gw);
     if (up != NULL) {

@@ -223,7 +223,9 @@ static void finish(call_t *c)
     mizan_job_t *job = c->job;
     if (c->probe && !c->judged)
         atomic_store(&c->pool->up->probing, false); /* no verdict: let another call probe */
-    job->ran = true;
+    /* "Ran" once a request was sent (or tried) to the service: a mutation
+     * refused before that (circuit open, wait queue full) changed nothing. */
+    job->ran = c->attempts > 0;
     job->run_us = (long)((now_ms() - c->t0) * 1000);
     if (job->code == MIZAN_OK && job->result == NULL)
         job->result = json_null();
