@@ -578,6 +578,11 @@ static int fn_delete_post(mizan_req_t *req)
         return -1;
     if (blog_store_delete_post(store_of(req), post_id, &err) < 0)
         return store_failed(req, &err);
+    /* The declared post target is scoped to this post_id, but the author's
+     * other post pages count one post fewer now: the whole context is stale
+     * (the same choice as create_post; see INVALIDATES_FEED_DRAFTS_POST). */
+    if (mizan_req_invalidate(req, "post", NULL) < 0)
+        mizan_log(MIZAN_LOG_WARN, "blog: delete_post could not invalidate the post context");
     return answer(req, json_pack("{s:I}", "deleted", post_id));
 }
 
@@ -676,7 +681,17 @@ static const char ADD_COMMENT_SCHEMA[] =
 #define AUTH_PERM(perm) "{\"perm\": \"" perm "\"}"
 
 /* What each mutation makes stale (NULL-terminated context names). */
-static const char *const INVALIDATES_FEED_DRAFTS[] = {"feed", "drafts", NULL};
+/*
+ * create_post changes get_author.posts on every post page of its author, so
+ * it declares the whole `post` context (it has no post_id arg, so nothing
+ * scopes it). Listing each of the author's posts at run time would spare
+ * other authors' pages, but run-time targets only reach the gateway when
+ * the handler returns: a create that commits and then passes its deadline
+ * would leave the author's pages stale. A declared target is invalidated
+ * even then, and a post page costs three small queries to recompute, while
+ * posts are written far less often than they are read.
+ */
+static const char *const INVALIDATES_FEED_DRAFTS_POST[] = {"feed", "drafts", "post", NULL};
 static const char *const INVALIDATES_POST_FEED[] = {"post", "feed", NULL};
 static const char *const INVALIDATES_POST[] = {"post", NULL};
 static const char *const INVALIDATES_POST_FEED_DRAFTS[] = {"post", "feed", "drafts", NULL};
@@ -736,7 +751,7 @@ static const mizan_function_def_t FUNCTIONS[] = {
      .description = "How many posts and comments the blog holds."},
     {.name = "create_post", .kind = MIZAN_MUTATION, .handler = fn_create_post,
      .input_schema = CREATE_POST_SCHEMA, .auth = AUTH_SIGNED_IN,
-     .invalidates = INVALIDATES_FEED_DRAFTS,
+     .invalidates = INVALIDATES_FEED_DRAFTS_POST,
      .description = "Writes a new post as the caller."},
     {.name = "update_post", .kind = MIZAN_MUTATION, .handler = fn_update_post,
      .input_schema = UPDATE_POST_SCHEMA, .auth = AUTH_SIGNED_IN,
