@@ -141,8 +141,6 @@ Test(guarantees_cache, native_mutation_that_times_out_after_committing_invalidat
     mz_ctx_get(b, ITEM1, NULL, "HIT");
 
     mz_resp_t *resp = mz_call(a, "gt_bump_slow", "{\"id\":1,\"ms\":3000}", NULL);
-    expect_failed_mutation(resp, 504, "TIMEOUT", "[{\"context\":\"gt_item\",\"params\":{\"id\":1}}]");
-    mz_sse_expect(events, "invalidate", "{\"context\":\"gt_item\",\"params\":{\"id\":1}}", 5000);
 
     /* The handler committed before its deadline: both instances show it. */
     mz_resp_t *on_b = mz_ctx_get(b, ITEM1, NULL, NULL);
@@ -152,6 +150,8 @@ Test(guarantees_cache, native_mutation_that_times_out_after_committing_invalidat
     cr_assert_str_eq(cache_of(on_b), "MISS", "B served the pre-write bundle\n%s", mz_describe(on_b));
     cr_assert_eq(counter_of(on_b), before + 1);
     cr_assert_eq(counter_of(on_a), before + 1, "A served the pre-write bundle\n%s", mz_describe(on_a));
+    expect_failed_mutation(resp, 504, "TIMEOUT", "[{\"context\":\"gt_item\",\"params\":{\"id\":1}}]");
+    mz_sse_expect(events, "invalidate", "{\"context\":\"gt_item\",\"params\":{\"id\":1}}", 5000);
     mz_gw_stop_ok(a);
     mz_gw_stop_ok(b);
 }
@@ -167,14 +167,17 @@ Test(guarantees_cache, native_mutation_that_fails_after_committing_invalidates)
     mz_ctx_get(b, ITEM1, NULL, "HIT");
 
     mz_resp_t *resp = mz_call(a, "gt_bump_fail", "{\"id\":1}", NULL);
+    mz_resp_t *first_b = mz_ctx_get(b, ITEM1, NULL, NULL);
+    cr_log_info("after a mutation that failed after committing: B %s n=%lld (before n=%lld)", cache_of(first_b),
+                counter_of(first_b), before);
+    cr_assert_eq(counter_of(first_b), before + 1, "B served the pre-write bundle");
     json_t *details = mz_expect_error(resp, 500, "INTERNAL_ERROR");
     cr_assert(json_is_string(json_object_get(details, "request_id")), "%s", mz_describe(resp));
     mz_expect_json(json_object_get(details, "invalidate"), "[{\"context\":\"gt_item\",\"params\":{\"id\":1}}]");
     /* The handler's reason stays in the log. */
     cr_assert_null(strstr(resp->body, "committing"), "%s", resp->body);
 
-    mz_resp_t *on_b = mz_ctx_get(b, ITEM1, NULL, "MISS");
-    cr_assert_eq(counter_of(on_b), before + 1);
+    cr_assert_str_eq(cache_of(first_b), "MISS");
     cr_assert_eq(counter_of(mz_ctx_get(a, ITEM1, NULL, "HIT")), before + 1);
     mz_gw_stop_ok(a);
     mz_gw_stop_ok(b);
@@ -187,10 +190,13 @@ Test(guarantees_cache, embedded_cache_timed_out_mutation_invalidates)
     mz_gw_t *gw = start_gw(dir, NULL, "solo", NULL);
     long long before = counter_of(mz_ctx_get(gw, ITEM1, NULL, "MISS"));
     mz_ctx_get(gw, ITEM1, NULL, "HIT");
-    expect_failed_mutation(mz_call(gw, "gt_bump_slow", "{\"id\":1,\"ms\":3000}", NULL), 504, "TIMEOUT",
-                           "[{\"context\":\"gt_item\",\"params\":{\"id\":1}}]");
-    mz_resp_t *after = mz_ctx_get(gw, ITEM1, NULL, "MISS");
+    mz_resp_t *resp = mz_call(gw, "gt_bump_slow", "{\"id\":1,\"ms\":3000}", NULL);
+    mz_resp_t *after = mz_ctx_get(gw, ITEM1, NULL, NULL);
+    cr_log_info("embedded, after a timed-out mutation: %s n=%lld (before n=%lld)", cache_of(after),
+                counter_of(after), before);
+    cr_assert_str_eq(cache_of(after), "MISS");
     cr_assert_eq(counter_of(after), before + 1);
+    expect_failed_mutation(resp, 504, "TIMEOUT", "[{\"context\":\"gt_item\",\"params\":{\"id\":1}}]");
     mz_gw_stop_ok(gw);
 }
 
@@ -227,19 +233,19 @@ Test(guarantees_cache, upstream_mutation_that_may_have_run_invalidates)
 
     /* The request went out and the answer did not come in time. */
     resp = mz_call(a, "up_slow", "{\"post_id\":1,\"ms\":2500}", NULL);
-    expect_failed_mutation(resp, 504, "TIMEOUT", want);
     mz_resp_t *on_b = mz_ctx_get(b, POST1, NULL, NULL);
     cr_log_info("after an upstream timeout: B %s", cache_of(on_b));
     cr_assert_str_eq(cache_of(on_b), "MISS", "B served the pre-write bundle");
+    expect_failed_mutation(resp, 504, "TIMEOUT", want);
     mz_ctx_get(a, POST1, NULL, "HIT");
 
     /* The service answered 503 after receiving the request. */
     resp = mz_call(b, "up_503", "{\"post_id\":1}", NULL);
-    expect_failed_mutation(resp, 503, "UNAVAILABLE", want);
-    cr_assert_not_null(mz_header(resp, "Retry-After"), "%s", mz_describe(resp));
     mz_resp_t *on_a = mz_ctx_get(a, POST1, NULL, NULL);
     cr_log_info("after an upstream 503: A %s", cache_of(on_a));
     cr_assert_str_eq(cache_of(on_a), "MISS", "A served the pre-write bundle");
+    expect_failed_mutation(resp, 503, "UNAVAILABLE", want);
+    cr_assert_not_null(mz_header(resp, "Retry-After"), "%s", mz_describe(resp));
     mz_gw_stop_ok(a);
     mz_gw_stop_ok(b);
 }
@@ -273,13 +279,17 @@ Test(guarantees_cache, optional_param_invalidates_the_whole_context)
     mz_ctx_get(gw, path, NULL, "HIT");
     mz_ctx_get(gw, with_lang, NULL, "MISS");
     mz_sse_t *events = mz_sse_open(gw, "contexts=gt_opt", NULL);
-    json_t *res = mz_mutate(gw, "gt_bump", "{\"id\":1,\"lang\":\"en\"}", NULL,
-                            "[{\"context\":\"gt_item\",\"params\":{\"id\":1}},{\"context\":\"gt_opt\"},"
-                            "{\"context\":\"gt_multi\"}]");
-    cr_assert_not_null(res);
-    mz_sse_expect(events, "invalidate", "{\"context\":\"gt_opt\"}", 5000);
-    mz_resp_t *after = mz_ctx_get(gw, path, NULL, "MISS");
+    mz_resp_t *resp = mz_call(gw, "gt_bump", "{\"id\":1,\"lang\":\"en\"}", NULL);
+    mz_resp_t *after = mz_ctx_get(gw, path, NULL, NULL);
+    cr_log_info("?id=1 after a mutation with {id:1, lang:en}: %s n=%lld (before n=%lld)", cache_of(after),
+                counter_of(after), before);
+    cr_assert_str_eq(cache_of(after), "MISS");
     cr_assert_eq(counter_of(after), before + 1);
+    mz_expect_mutation(resp);
+    mz_expect_json(json_object_get(resp->json, "invalidate"),
+                   "[{\"context\":\"gt_item\",\"params\":{\"id\":1}},{\"context\":\"gt_opt\"},"
+                   "{\"context\":\"gt_multi\"}]");
+    mz_sse_expect(events, "invalidate", "{\"context\":\"gt_opt\"}", 5000);
     cr_assert_eq(counter_of(mz_ctx_get(gw, with_lang, NULL, "MISS")), before + 1);
     mz_gw_stop_ok(gw);
 }
@@ -296,10 +306,15 @@ Test(guarantees_cache, value_read_two_ways_invalidates_the_whole_context)
     mz_expect_json(json_object_get(first->json, "params"), "{\"key\":1}");
     long long before = counter_of(first);
     mz_ctx_get(b, path, NULL, "HIT");
-    mz_mutate(a, "gt_bump", "{\"key\":\"1\"}", NULL,
-              "[{\"context\":\"gt_item\"},{\"context\":\"gt_opt\"},{\"context\":\"gt_multi\"}]");
-    mz_resp_t *on_b = mz_ctx_get(b, path, NULL, "MISS");
+    mz_resp_t *resp = mz_call(a, "gt_bump", "{\"key\":\"1\"}", NULL);
+    mz_resp_t *on_b = mz_ctx_get(b, path, NULL, NULL);
+    cr_log_info("?key=1 on B after a mutation with {key:\"1\"} on A: %s n=%lld (before n=%lld)", cache_of(on_b),
+                counter_of(on_b), before);
+    cr_assert_str_eq(cache_of(on_b), "MISS");
     cr_assert_eq(counter_of(on_b), before + 1);
+    mz_expect_mutation(resp);
+    mz_expect_json(json_object_get(resp->json, "invalidate"),
+                   "[{\"context\":\"gt_item\"},{\"context\":\"gt_opt\"},{\"context\":\"gt_multi\"}]");
     /* A key with one reading is scoped: ?key=abc and the mutation's "abc". */
     const char *abc = "/api/mizan/ctx/gt_multi/?key=abc";
     mz_ctx_get(a, abc, NULL, "MISS");
@@ -383,7 +398,8 @@ Test(guarantees_cache, forged_values_are_never_served)
     char *key = mz_key_bundle("post", "{\"post_id\":1}", "public");
     mz_resp_t *good = mz_ctx_get(gw, POST1, NULL, "MISS");
     mz_ctx_get(gw, POST1, NULL, "HIT");
-    cr_assert_str_eq(redis_get(r, key), mz_stored_value(key, 0, 0, good->body));
+    const char *genuine = redis_get(r, key);
+    cr_assert_not_null(genuine);
 
     const char *forgeries[] = {
         /* what revision 1 served */
@@ -392,7 +408,7 @@ Test(guarantees_cache, forged_values_are_never_served)
         "0000000000000000000000000000000000000000000000000000000000000000\n{\"v\":2,\"rev\":[0,0],\"bundle\":"
         FORGED_BUNDLE "}",
         /* a genuine mac over other bytes */
-        mz_fmt("%.64s\n{\"v\":2,\"rev\":[0,0],\"bundle\":" FORGED_BUNDLE "}", redis_get(r, key)),
+        mz_fmt("%.64s\n{\"v\":2,\"rev\":[0,0],\"bundle\":" FORGED_BUNDLE "}", genuine),
     };
     for (size_t i = 0; i < sizeof(forgeries) / sizeof(forgeries[0]); i++) {
         redis_cli_set(r, key, forgeries[i]);
@@ -404,6 +420,8 @@ Test(guarantees_cache, forged_values_are_never_served)
         /* Recomputed and stored over the forgery. */
         cr_assert_str_eq(mz_ctx_get(gw, POST1, NULL, "HIT")->body, good->body);
     }
+    /* What the gateway stores is the authenticated rev 2 value. */
+    cr_assert_str_eq(redis_get(r, key), mz_stored_value(key, 0, 0, good->body));
     double rejected = mz_metric(gw, "mizan_cache_rejected_total");
     cr_assert_eq(rejected, 3.0, "rejected values counted: %g", rejected);
     cr_assert_not_null(strstr(mz_gw_log_tail(gw, 1 << 20), "stored value for context post refused"),
@@ -499,12 +517,14 @@ Test(guarantees_cache, blog_author_count_follows_new_and_deleted_posts)
     mz_ctx_get(b, POST2, NULL, "HIT");
     mz_ctx_get(b, POST3, NULL, "HIT");
 
-    json_t *created = mz_mutate(a, "create_post", "{\"title\":\"fourth\",\"body\":\"b\"}", alice,
-                                "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
-    json_int_t id = json_integer_value(json_object_get(created, "id"));
-    mz_resp_t *p2 = mz_ctx_get(b, POST2, NULL, "MISS");
+    mz_resp_t *resp = mz_call(a, "create_post", "{\"title\":\"fourth\",\"body\":\"b\"}", alice);
+    json_int_t id = json_integer_value(json_object_get(mz_expect_mutation(resp), "id"));
+    mz_resp_t *p2 = mz_ctx_get(b, POST2, NULL, NULL);
     cr_log_info("post 2 after create_post: %s posts=%lld", cache_of(p2), author_posts(p2));
     cr_assert_eq(author_posts(p2), 4, "a stale author count\n%s", mz_describe(p2));
+    cr_assert_str_eq(cache_of(p2), "MISS");
+    mz_expect_json(json_object_get(resp->json, "invalidate"),
+                   "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
     cr_assert_eq(author_posts(mz_ctx_get(a, POST3, NULL, "MISS")), 4);
 
     mz_mutate(b, "delete_post", mz_fmt("{\"post_id\":%lld}", (long long)id), staff,
