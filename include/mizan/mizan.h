@@ -148,8 +148,11 @@ int mizan_req_error(mizan_req_t *req, mizan_code_t code, const char *message, js
 /**
  * Adds an invalidation target at run time (mutations only; ignored on
  * queries). context must be a registered context; params (stolen, may be
- * NULL for the whole context) are the context's params. Returns 0, or -1
- * when the context is unknown or the params are not an object.
+ * NULL for the whole context) are the context's params, scoped by the same
+ * rules as declared targets. The targets reach the gateway when the handler
+ * returns (also when it then fails), never if it passes its deadline:
+ * declare what must always be invalidated. Returns 0, or -1 when the
+ * context is unknown or the params are not an object.
  */
 int mizan_req_invalidate(mizan_req_t *req, const char *context, json_t *params);
 
