@@ -8,7 +8,9 @@
  * bundle is a HIT; otherwise the request joins an identical computation
  * already running on this instance (coalescing, keyed by the bundle key and
  * the revisions read) or leads a new one, and mizan_cache_computed() stores
- * the result with the revisions read before the functions ran (MISS). A
+ * the result with the revisions read before the functions ran (MISS), as
+ * an authenticated value (mac "\n" doc, PROTOCOL.md section 6): a value
+ * whose mac does not verify is a miss, never served. A
  * mutation's targets go through mizan_cache_invalidate(): revision bumps
  * and events, completed before its response is sent.
  *
@@ -55,7 +57,11 @@ void mizan_cache_computed(mizan_exchange_t *ex, json_t *bundle, bool cacheable);
 /** Releases the lookup state of a finished exchange (and fails its flight if it led one). */
 void mizan_cache_exchange_done(mizan_exchange_t *ex);
 
-/** Bumps revisions and publishes events for targets (borrowed), then done(ex, rc). Loop thread. */
+/**
+ * Bumps revisions and publishes events for targets (borrowed), then
+ * done(ex, rc). Used by successful mutations and by mutations that failed
+ * after they may have run (call.c). Loop thread.
+ */
 void mizan_cache_invalidate(mizan_exchange_t *ex, const json_t *targets, void (*done)(mizan_exchange_t *ex, int rc));
 
 /** True when the loop can read and write bundles (always, embedded). That loop's thread. */
