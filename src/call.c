@@ -124,8 +124,12 @@ static void call_done(mizan_exchange_t *ex)
         mizan_reply_json(ex, json_pack("{s:O}", "result", job->result));
         return;
     }
-    json_decref(ex->targets);
-    ex->targets = mizan_invalidate_targets(ex->fn, job->args, job->targets);
+    if (job->targets != NULL || ex->targets == NULL) {
+        /* The declared targets were built before the run (handlers cannot
+         * change their args); only run-time targets call for a rebuild. */
+        json_decref(ex->targets);
+        ex->targets = mizan_invalidate_targets(ex->fn, job->args, job->targets);
+    }
     if (ex->targets == NULL) {
         mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot build the invalidation list", NULL);
         return;
