@@ -1070,6 +1070,21 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
                 fix->item = op->item;
                 if (send_repair(r, fix, op->item->rev_key, op->item->expire_s) == 0) {
                     b->outstanding++;
+                    /* The event already went out, before the repair: a
+                     * client refetching at once could read the old bundle,
+                     * so it is published again after the repair. */
+                    op_t *again = op_new(r, OP_ITEM);
+                    if (again != NULL) {
+                        again->batch = b;
+                        again->item = op->item;
+                        again->is_publish = true;
+                        const char *argv[3] = {"PUBLISH", op->item->channel, op->item->event};
+                        size_t lens[3] = {7, strlen(op->item->channel), op->item->event_len};
+                        if (send_op(r, again, 3, argv, lens) == 0)
+                            b->outstanding++;
+                        else
+                            free(again);
+                    }
                 } else {
                     free(fix);
                     op->item->failed = true;

@@ -871,6 +871,8 @@ Test(redis, revision_keys_of_the_wrong_type_are_repaired_by_invalidations)
     mizan_redis_shared_stats(T.shared, &st);
     cr_assert_eq(st.replay_queued, 0);
     cr_assert_eq(st.repaired, 4);
+    /* Each event goes out again after its key was repaired. */
+    cr_assert_eq(st.published, 8);
     cr_assert(mizan_redis_usable(r), "the connection stays usable");
     /* The next bump is an ordinary INCR. */
     long long v0 = 0, v1 = 0;
