@@ -84,6 +84,34 @@ static bool may_have_run(const mizan_job_t *job)
     return job->ran && (job->code == MIZAN_INTERNAL_ERROR || job->code == MIZAN_UNAVAILABLE);
 }
 
+/* The shutdown's invalidations are recorded (or failed): answer 503 listing them. */
+static void invalidated_at_shutdown(mizan_exchange_t *ex, int rc)
+{
+    json_t *details = rc == 0 ? json_pack("{s:O}", "invalidate", ex->targets) : NULL;
+    mizan_reply_header(ex, "Retry-After", "1");
+    mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", details);
+}
+
+bool mizan_call_abort(mizan_exchange_t *ex)
+{
+    if (ex->fn == NULL || ex->fn->kind != MIZAN_MUTATION || ex->targets == NULL || ex->pending == 0)
+        return false;
+    /* The handler may be running: it is abandoned here (it comes back to
+     * the loop on its own and is freed there), and what it may have written
+     * is invalidated before the 503 goes out, as for a timeout. */
+    for (size_t i = 0; i < ex->njobs; i++) {
+        mizan_job_t *job = ex->jobs[i];
+        if (job == NULL)
+            continue;
+        job->owner = NULL;
+        atomic_store(&job->cancelled, true);
+        ex->jobs[i] = NULL;
+    }
+    ex->pending = 0;
+    mizan_cache_invalidate(ex, ex->targets, invalidated_at_shutdown);
+    return true;
+}
+
 /* The function's job is back or timed out. */
 static void call_done(mizan_exchange_t *ex)
 {

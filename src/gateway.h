@@ -191,6 +191,13 @@ void mizan_route_request(struct evhttp_request *req, void *arg);
 void mizan_call_handle(mizan_exchange_t *ex);
 void mizan_context_handle(mizan_exchange_t *ex, const char *name);
 
+/**
+ * Drain budget spent: a mutation whose handler is still out is abandoned,
+ * its targets invalidated, then answered 503 with details.invalidate.
+ * Returns false (nothing done) for any other exchange. Loop thread.
+ */
+bool mizan_call_abort(mizan_exchange_t *ex);
+
 /** The error object of a job's failure, as under a context's "errors" (new). */
 json_t *mizan_job_error_json(const mizan_exchange_t *ex, const mizan_job_t *job);
 

@@ -457,7 +457,7 @@ static void abort_cb(evutil_socket_t fd, short what, void *arg)
         mizan_exchange_t *next = ex->next;
         /* One waiting on Redis or on another loop's computation is answered
          * by that completion, which is bounded by timeouts. */
-        if (!ex->external)
+        if (!ex->external && !mizan_call_abort(ex))
             mizan_reply_unavailable(ex);
         ex = next;
     }

@@ -25,6 +25,7 @@
  */
 #include <criterion/criterion.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,49 @@ Test(guarantees_cache, embedded_cache_timed_out_mutation_invalidates)
     cr_assert_eq(counter_of(after), before + 1);
     expect_failed_mutation(resp, 504, "TIMEOUT", "[{\"context\":\"gt_item\",\"params\":{\"id\":1}}]");
     mz_gw_stop_ok(gw);
+}
+
+/*
+ * The drain budget runs out while a mutation's handler is running (after it
+ * committed): the 503 it gets lists the targets, invalidated first.
+ */
+Test(guarantees_cache, mutation_cut_off_by_shutdown_invalidates)
+{
+    mz_redis_t *r = mz_redis_start();
+    char *dir = mz_tmpdir();
+    /* A's slow mutation has a long deadline: only the shutdown cuts it off. */
+    mz_gw_t *a = start_gw(dir, r, "A",
+                          mz_fmt("{\"drain_timeout_ms\":200,\"modules\":[{\"name\":\"blog\",\"config\":{\"db\":"
+                                 "\"%s/blog.db\"}},{\"name\":\"mz_guarantees\",\"config\":{\"dir\":\"%s\","
+                                 "\"slow_timeout_ms\":20000}}]}",
+                                 dir, dir));
+    mz_gw_t *b = start_gw(dir, r, "B", NULL);
+    long long before = counter_of(mz_ctx_get(b, ITEM1, NULL, "MISS"));
+    mz_ctx_get(a, ITEM1, NULL, "HIT");
+
+    mz_req_t req = mz_call_req("gt_bump_slow", "{\"id\":1,\"ms\":8000}", NULL);
+    mz_batch_t *batch = mz_batch_start(a->port, 1, &req, 20000);
+    cr_assert(mz_batch_wait_sent(batch, 1, 10000));
+    /* Wait until the handler has committed (the counter file moved). */
+    double until = mz_now_ms() + 10000;
+    char *path = mz_fmt("%s/gt-counter", dir);
+    while (mz_now_ms() < until) {
+        char *text = mz_read_file(path);
+        if (text != NULL && strtoll(text, NULL, 10) == before + 1)
+            break;
+        mz_sleep_ms(10);
+    }
+    mz_gw_signal(a, SIGTERM);
+    mz_result_t *res = mz_batch_join(batch);
+    cr_assert_not_null(res[0].resp, "no answer: %s", res[0].err);
+    mz_resp_t *on_b = mz_ctx_get(b, ITEM1, NULL, NULL);
+    cr_log_info("after a mutation cut off by shutdown: A answered %d, B %s n=%lld (before n=%lld)",
+                res[0].resp->status, cache_of(on_b), counter_of(on_b), before);
+    cr_assert_eq(counter_of(on_b), before + 1, "B served the pre-write bundle");
+    cr_assert_str_eq(cache_of(on_b), "MISS");
+    expect_failed_mutation(res[0].resp, 503, "UNAVAILABLE", "[{\"context\":\"gt_item\",\"params\":{\"id\":1}}]");
+    cr_assert_eq(mz_gw_wait(a, 15000), 0, "A did not stop cleanly:\n%s", mz_gw_log_tail(a, 4000));
+    mz_gw_stop_ok(b);
 }
 
 /* Upstream mutations of the config: a timeout and a 503 invalidate; a 404 does not. */

@@ -14,7 +14,8 @@
  *   gt_read        query     returns {"n": counter}
  *   gt_bump        mutation  counter += 1; invalidates gt_item, gt_opt, gt_multi
  *   gt_bump_slow   mutation  counter += 1, then sleeps args.ms past its
- *                            300 ms deadline; invalidates gt_item
+ *                            deadline (module config "slow_timeout_ms",
+ *                            default 300 ms); invalidates gt_item
  *   gt_bump_fail   mutation  counter += 1, then fails (INTERNAL_ERROR);
  *                            invalidates gt_item
  * Contexts (public, TTL 60 s, one function: gt_read):
@@ -125,6 +126,8 @@ MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
     if (st == NULL)
         return mizan_module_fail(m, "out of memory");
     snprintf(st->path, sizeof(st->path), "%s/gt-counter", json_string_value(dir));
+    const json_t *slow_ms = json_object_get(mizan_module_config(m), "slow_timeout_ms");
+    int slow_timeout_ms = json_is_integer(slow_ms) ? (int)json_integer_value(slow_ms) : 300;
     mizan_module_set_data(m, st, free_state);
 
     static const char open_schema[] = "{\"type\": \"object\"}";
@@ -136,7 +139,7 @@ MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
         {.name = "gt_bump", .kind = MIZAN_MUTATION, .handler = fn_bump, .input_schema = open_schema,
          .invalidates = FNS("gt_item", "gt_opt", "gt_multi")},
         {.name = "gt_bump_slow", .kind = MIZAN_MUTATION, .handler = fn_bump_slow, .input_schema = slow_schema,
-         .invalidates = FNS("gt_item"), .timeout_ms = 300},
+         .invalidates = FNS("gt_item"), .timeout_ms = slow_timeout_ms},
         {.name = "gt_bump_fail", .kind = MIZAN_MUTATION, .handler = fn_bump_fail, .input_schema = open_schema,
          .invalidates = FNS("gt_item")},
     };
