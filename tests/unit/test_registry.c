@@ -535,6 +535,97 @@ Test(registry, mutation_invalidates_a_context_twice)
     finish_refused("function \"m\" lists context \"c\" twice in invalidates");
 }
 
+/* ---- scope by construction (PROTOCOL section 4, rev 2) ------------------------------------- */
+
+/* Registers query fn with auth (JSON text, or NULL with a native predicate) and context c of scope sc over it. */
+static void add_scoped(const char *fn, const char *auth, bool native, const char *c, mizan_scope_t sc)
+{
+    mizan_function_def_t def = {.name = fn, .kind = MIZAN_QUERY, .auth = auth, .handler = handler_ok};
+    if (native)
+        def.auth_fn = allow_all;
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    mizan_context_def_t cd = {.name = c, .functions = FNS("filler", fn), .ttl = 30, .scope = sc};
+    cr_assert_eq(add_query("filler", NULL), 0);
+    cr_assert_eq(mizan_module_add_context(M(&mod), &cd), 0);
+}
+
+Test(registry, public_context_with_a_token_function_refused)
+{
+    add_scoped("whoami", "true", false, "me", MIZAN_SCOPE_PUBLIC);
+    finish_refused("context \"me\" is public-scoped but its function \"whoami\" requires a token (auth true), so "
+                   "its answer may depend on who calls: one caller's bundle would be served to callers who could "
+                   "not compute it; set the context's scope to \"user\"");
+}
+
+Test(registry, perms_context_with_a_token_function_refused)
+{
+    add_scoped("whoami", "true", false, "me", MIZAN_SCOPE_PERMS);
+    finish_refused_prefix("context \"me\" is perms-scoped but its function \"whoami\" requires a token");
+}
+
+Test(registry, public_or_perms_context_with_a_native_predicate_refused)
+{
+    add_scoped("nat", NULL, true, "natc", MIZAN_SCOPE_PERMS);
+    finish_refused_prefix("context \"natc\" is perms-scoped but its function \"nat\" has a native auth predicate");
+}
+
+Test(registry, public_context_with_a_native_predicate_refused)
+{
+    add_scoped("nat", NULL, true, "natc", MIZAN_SCOPE_PUBLIC);
+    finish_refused_prefix("context \"natc\" is public-scoped but its function \"nat\" has a native auth predicate");
+}
+
+Test(registry, public_context_with_staff_superuser_or_perm_refused)
+{
+    const char *auths[] = {"\"staff\"", "\"superuser\"", "{\"perm\": \"blog.view_drafts\"}"};
+    for (size_t i = 0; i < 3; i++) {
+        mizan_registry_deinit(&reg);
+        mizan_registry_init(&reg, 5000);
+        add_scoped("restricted", auths[i], false, "drafts", MIZAN_SCOPE_PUBLIC);
+        finish_refused("context \"drafts\" is public-scoped but its function \"restricted\" requires staff, "
+                       "superuser or a permission: one caller's bundle would be served to callers who could not "
+                       "compute it; set the context's scope to \"perms\" or \"user\"");
+    }
+}
+
+Test(registry, perms_and_user_scopes_accept_what_their_callers_can_see)
+{
+    const char *auths[] = {"\"staff\"", "\"superuser\"", "{\"perm\": \"blog.view_drafts\"}"};
+    for (size_t i = 0; i < 3; i++)
+        for (int user = 0; user < 2; user++) {
+            mizan_registry_deinit(&reg);
+            mizan_registry_init(&reg, 5000);
+            add_scoped("restricted", auths[i], false, "drafts", user ? MIZAN_SCOPE_USER : MIZAN_SCOPE_PERMS);
+            finish_ok();
+        }
+    mizan_registry_deinit(&reg);
+    mizan_registry_init(&reg, 5000);
+    add_scoped("whoami", "true", false, "me", MIZAN_SCOPE_USER);
+    mizan_function_def_t nat = {.name = "nat", .kind = MIZAN_QUERY, .auth_fn = allow_all, .handler = handler_ok};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &nat), 0);
+    mizan_context_def_t nc = {.name = "natc", .functions = FNS("nat", "whoami"), .scope = MIZAN_SCOPE_USER};
+    cr_assert_eq(mizan_module_add_context(M(&mod), &nc), 0);
+    finish_ok();
+}
+
+Test(registry, public_context_of_anonymous_functions_accepted)
+{
+    add_scoped("get_post", "false", false, "post", MIZAN_SCOPE_PUBLIC);
+    finish_ok();
+}
+
+Test(registry, function_forwarding_identity_needs_a_user_context)
+{
+    /* What upstream.c sets for an upstream function that sends the caller's identity on. */
+    add_scoped("up_get", "false", false, "upc", MIZAN_SCOPE_PERMS);
+    for (size_t i = 0; i < reg.nfns; i++)
+        if (strcmp(reg.fns[i]->name, "up_get") == 0)
+            reg.fns[i]->forwards_identity = true;
+    finish_refused("context \"upc\" is perms-scoped but its function \"up_get\" forwards the caller's identity to "
+                   "its upstream: one caller's bundle would be served to callers who could not compute it; set the "
+                   "context's scope to \"user\"");
+}
+
 Test(registry, query_with_invalidates)
 {
     cr_assert_eq(add_query("q", NULL), 0);
@@ -838,10 +929,10 @@ Test(registry, to_json_shape)
                                 .params_schema = PARAMS_POST,
                                 .functions = FNS("get_post", "list_posts"),
                                 .ttl = 60,
-                                .scope = MIZAN_SCOPE_PUBLIC,
+                                .scope = MIZAN_SCOPE_USER,
                                 .description = "A post page."};
     mizan_context_def_t feedc = {.name = "feed", .functions = FNS("list_posts"), .ttl = 0, .scope = MIZAN_SCOPE_USER};
-    mizan_context_def_t drafts = {.name = "drafts", .functions = FNS("nat"), .ttl = 5, .scope = MIZAN_SCOPE_PERMS};
+    mizan_context_def_t drafts = {.name = "drafts", .functions = FNS("nat"), .ttl = 5, .scope = MIZAN_SCOPE_USER};
     cr_assert_eq(mizan_module_add_function(M(&mod), &get), 0);
     cr_assert_eq(mizan_module_add_function(M(&mod), &feed), 0);
     cr_assert_eq(mizan_module_add_function(M(&mod), &upd), 0);
@@ -871,11 +962,11 @@ Test(registry, to_json_shape)
         "   \"invalidates\": [\"post\", \"feed\"]}},"
         " \"contexts\": {"
         "  \"drafts\": {\"params_schema\": {\"type\": \"object\", \"additionalProperties\": false},"
-        "   \"functions\": [\"nat\"], \"ttl\": 5, \"scope\": \"perms\"},"
+        "   \"functions\": [\"nat\"], \"ttl\": 5, \"scope\": \"user\"},"
         "  \"feed\": {\"params_schema\": {\"type\": \"object\", \"additionalProperties\": false},"
         "   \"functions\": [\"list_posts\"], \"ttl\": 0, \"scope\": \"user\"},"
         "  \"post\": {\"params_schema\": " PARAMS_POST ", \"functions\": [\"get_post\", \"list_posts\"],"
-        "   \"ttl\": 60, \"scope\": \"public\", \"description\": \"A post page.\"}}}",
+        "   \"ttl\": 60, \"scope\": \"user\", \"description\": \"A post page.\"}}}",
         0, &jerr);
     cr_assert_not_null(want, "test error: %s at %d:%d", jerr.text, jerr.line, jerr.column);
     char *got = json_dumps(doc, JSON_SORT_KEYS | JSON_INDENT(1));
