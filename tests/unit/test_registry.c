@@ -1154,6 +1154,12 @@ Test(module_api, load_the_blog_module)
     cr_assert_eq(post->ttl, 60);
     cr_assert_eq(mizan_registry_context(&reg, "me")->scope, MIZAN_SCOPE_USER);
     cr_assert_eq(mizan_registry_context(&reg, "drafts")->scope, MIZAN_SCOPE_PERMS);
+    /* Built for this gateway's ABI; its open slow functions run at most 4 at a time. */
+    cr_assert_eq(mods[0].abi, MIZAN_ABI_VERSION);
+    static const char *slow[] = {"sleep", "slow_a", "slow_b", "slow_c", "slow_d"};
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_eq(mizan_registry_function(&reg, slow[i])->max_concurrency, 4, "%s", slow[i]);
+    cr_assert_eq(mizan_registry_function(&reg, "ping")->max_concurrency, 0);
     mizan_modules_unload(mods, nmods);
     json_decref(config);
     nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
@@ -1176,4 +1182,151 @@ Test(module_api, blog_module_refusing_its_config)
     cr_assert(strncmp(err.msg, prefix, strlen(prefix)) == 0, "%s", err.msg);
     mizan_modules_unload(mods, nmods);
     json_decref(config);
+}
+
+/* ---- concurrency limits and module ABI versions ------------------------------------------------ */
+
+Test(registry, max_concurrency_is_copied_and_enforced)
+{
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = 2};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    add_filler();
+    finish_ok();
+    const mizan_function_t *f = mizan_registry_function(&reg, "slow");
+    cr_assert_eq(f->max_concurrency, 2);
+    cr_assert(mizan_function_acquire(f));
+    cr_assert(mizan_function_acquire(f));
+    cr_assert_not(mizan_function_acquire(f), "a third run past a limit of 2 was let through");
+    mizan_function_release(f);
+    cr_assert(mizan_function_acquire(f), "a released slot is not reusable");
+    /* Unlimited functions always pass. */
+    const mizan_function_t *filler = mizan_registry_function(&reg, "filler");
+    for (int i = 0; i < 100; i++)
+        cr_assert(mizan_function_acquire(filler));
+}
+
+Test(registry, negative_max_concurrency_refused)
+{
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = -1};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), -1);
+    finish_refused("module \"testmod\": function \"slow\": max_concurrency must be >= 0 (0: unlimited)");
+}
+
+Test(registry, abi_1_definitions_get_no_limit)
+{
+    /* A module built for ABI 1 has no max_concurrency member: whatever lies there is not read. */
+    mod.abi = 1;
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = 7};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    add_filler();
+    finish_ok();
+    cr_assert_eq(mizan_registry_function(&reg, "slow")->max_concurrency, 0);
+}
+
+Test(registry, config_overrides_limits)
+{
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = 4};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    add_filler();
+    finish_ok();
+    mizan_err_t err = {{0}};
+    json_t *ok = json_pack("{s:i, s:i}", "slow", 0, "filler", 3);
+    cr_assert_eq(mizan_registry_limits(&reg, ok, "m.json", &err), 0, "%s", err.msg);
+    cr_assert_eq(mizan_registry_function(&reg, "slow")->max_concurrency, 0);
+    cr_assert_eq(mizan_registry_function(&reg, "filler")->max_concurrency, 3);
+    json_decref(ok);
+    json_t *unknown = json_pack("{s:i}", "nope", 1);
+    cr_assert_eq(mizan_registry_limits(&reg, unknown, "m.json", &err), -1);
+    cr_assert_str_eq(err.msg, "m.json: field \"max_concurrency.nope\": no function \"nope\" is registered");
+    json_decref(unknown);
+    json_t *neg = json_pack("{s:i}", "slow", -2);
+    cr_assert_eq(mizan_registry_limits(&reg, neg, "m.json", &err), -1);
+    cr_assert_str_eq(err.msg, "m.json: field \"max_concurrency.slow\" must be an integer from 0 (unlimited) to 1000000");
+    json_decref(neg);
+    json_t *notobj = json_pack("[i]", 1);
+    cr_assert_eq(mizan_registry_limits(&reg, notobj, "m.json", &err), -1);
+    json_decref(notobj);
+    cr_assert_eq(mizan_registry_limits(&reg, NULL, "m.json", &err), 0);
+}
+
+/*
+ * Compiles a module from source text into dir/name.so with the system C
+ * compiler against this tree's include/ (no sanitizer: like a module built
+ * elsewhere). Returns the path in buf.
+ */
+static const char *build_module(const char *dir, const char *name, const char *source, char *buf, size_t cap)
+{
+    const char *src_dir = getenv("MIZAN_TEST_SOURCE_DIR");
+    cr_assert(src_dir != NULL && src_dir[0] != '\0', "MIZAN_TEST_SOURCE_DIR is not set");
+    char c_path[PATH_MAX], cmd[4 * PATH_MAX];
+    snprintf(c_path, sizeof(c_path), "%s/%s.c", dir, name);
+    snprintf(buf, cap, "%s/%s.so", dir, name);
+    FILE *f = fopen(c_path, "w");
+    cr_assert_not_null(f);
+    fputs(source, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "cc -std=c17 -fPIC -shared -I'%s/include' -o '%s' '%s' 2>&1", src_dir, buf, c_path);
+    cr_assert_eq(system(cmd), 0, "cannot build a test module: %s", cmd);
+    return buf;
+}
+
+static const char ABI_99_MODULE[] =
+    "#include <mizan/mizan.h>\n"
+    "__attribute__((visibility(\"default\"))) const int mizan_module_abi_version = 99;\n"
+    "MIZAN_EXPORT int mizan_module_init(mizan_module_t *m) { (void)m; return 0; }\n";
+
+/* An ABI 1 module: the definition struct as it was, allocated to its exact size. */
+static const char ABI_1_MODULE[] =
+    "#include <stdlib.h>\n"
+    "#include <mizan/mizan.h>\n"
+    "typedef struct { const char *name; mizan_kind_t kind; const char *input_schema; const char *auth;\n"
+    "  mizan_auth_fn auth_fn; const char *const *invalidates; mizan_handler_fn handler; int timeout_ms;\n"
+    "  const char *description; } def_v1_t;\n"
+    "static int h(mizan_req_t *r) { (void)r; return 0; }\n"
+    "MIZAN_EXPORT int mizan_module_init(mizan_module_t *m) {\n"
+    "  def_v1_t *d = calloc(1, sizeof(*d));\n"
+    "  if (d == NULL) return -1;\n"
+    "  d->name = \"old_fn\"; d->kind = MIZAN_QUERY; d->handler = h;\n"
+    "  int rc = mizan_module_add_function(m, (const mizan_function_def_t *)d);\n"
+    "  free(d);\n"
+    "  return rc;\n"
+    "}\n";
+
+Test(module_api, modules_built_for_another_abi)
+{
+    char dir[] = "/tmp/mizan-test-abi-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    char so[PATH_MAX];
+    json_t *config = json_object();
+    mizan_config_t cfg;
+    mizan_module_conf_t mc;
+
+    /* A version this gateway does not implement is refused before its entry point runs. */
+    one_module_config(&cfg, &mc, "future", build_module(dir, "future", ABI_99_MODULE, so, sizeof(so)), config);
+    mizan_modinst_t *mods = NULL;
+    size_t nmods = 0;
+    mizan_err_t err = {{0}};
+    cr_assert_eq(mizan_modules_load(&reg, &cfg, &mods, &nmods, &err), -1);
+    char want[2 * PATH_MAX];
+    snprintf(want, sizeof(want),
+             "/etc/mizan/mizan.json: module \"future\" (%s) was built for module ABI 99; this gateway loads ABI 1 to "
+             "2: rebuild the module against this gateway's include/mizan/mizan.h",
+             so);
+    cr_assert_str_eq(err.msg, want);
+    mizan_modules_unload(mods, nmods);
+
+    /* A module without the symbol is ABI 1: it loads, its definition read in the old layout. */
+    one_module_config(&cfg, &mc, "old", build_module(dir, "old", ABI_1_MODULE, so, sizeof(so)), config);
+    mods = NULL;
+    nmods = 0;
+    cr_assert_eq(mizan_modules_load(&reg, &cfg, &mods, &nmods, &err), 0, "%s", err.msg);
+    cr_assert_eq(mods[0].abi, 1);
+    mizan_err_t ferr = {{0}};
+    cr_assert_eq(mizan_registry_finish(&reg, &ferr), 0, "%s", ferr.msg);
+    const mizan_function_t *f = mizan_registry_function(&reg, "old_fn");
+    cr_assert_not_null(f);
+    cr_assert_eq(f->max_concurrency, 0);
+    mizan_modules_unload(mods, nmods);
+    json_decref(config);
+    nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
