@@ -487,3 +487,40 @@ Test(guarantees_exec, a_context_past_the_limit_reports_the_slot_as_unavailable)
     }
     mz_gw_stop_ok(gw);
 }
+
+/* ------------------------------------------------------------------------
+ * The blog's maintained per-author post count (get_author without a scan)
+ * ---------------------------------------------------------------------- */
+
+/* get_author's result for post_id, as a call (never cached). */
+static json_t *author_of(const mz_gw_t *gw, long long post_id)
+{
+    return mz_expect_result(mz_call(gw, "get_author", mz_fmt("{\"post_id\": %lld}", post_id), NULL));
+}
+
+Test(guarantees_exec, blog_author_counts_follow_every_write_and_restart)
+{
+    char *dir = mz_tmpdir();
+    mz_gw_opts_t opts = {.dir = dir};
+    mz_gw_t *gw = mz_gw_start_opts(&opts);
+    char *alice = mz_token(gw, "alice", NULL);
+    char *bob = mz_token(gw, "bob", NULL);
+    char *staff = mz_token(gw, "root", "--staff", NULL);
+    mz_expect_json(author_of(gw, 1), "{\"name\": \"alice\", \"posts\": 3}");
+    json_t *p4 = mz_expect_mutation(mz_call(gw, "create_post", "{\"title\": \"a4\", \"body\": \"b\"}", alice));
+    mz_expect_mutation(mz_call(gw, "create_post", "{\"title\": \"a5\", \"body\": \"b\", \"published\": false}", alice));
+    mz_expect_json(author_of(gw, 1), "{\"name\": \"alice\", \"posts\": 5}");
+    json_t *pb = mz_expect_mutation(mz_call(gw, "create_post", "{\"title\": \"b1\", \"body\": \"b\"}", bob));
+    long long bob_post = json_integer_value(json_object_get(pb, "id"));
+    mz_expect_json(author_of(gw, bob_post), "{\"name\": \"bob\", \"posts\": 1}");
+    long long a4 = json_integer_value(json_object_get(p4, "id"));
+    mz_expect_mutation(mz_call(gw, "delete_post", mz_fmt("{\"post_id\": %lld}", a4), staff));
+    mz_expect_json(author_of(gw, 1), "{\"name\": \"alice\", \"posts\": 4}");
+    mz_expect_json(author_of(gw, bob_post), "{\"name\": \"bob\", \"posts\": 1}");
+    mz_gw_stop_ok(gw);
+    /* A restart on the same file keeps the counts (no second backfill, no drift). */
+    gw = mz_gw_start_opts(&opts);
+    mz_expect_json(author_of(gw, 1), "{\"name\": \"alice\", \"posts\": 4}");
+    mz_expect_json(author_of(gw, bob_post), "{\"name\": \"bob\", \"posts\": 1}");
+    mz_gw_stop_ok(gw);
+}
