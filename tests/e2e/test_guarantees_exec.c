@@ -43,6 +43,8 @@ typedef struct rawconn {
     char buf[8192];    /**< request bytes not yet handled */
     size_t len;
     double late_at;    /**< mz_now_ms() at which to send unsolicited bytes (0: none) */
+    char *delayed;     /**< an answer held back until delayed_at (NULL: none) */
+    double delayed_at;
 } rawconn_t;
 
 /** The raw upstream: one thread, poll() over the listener and its connections. */
@@ -121,6 +123,12 @@ static void raw_answer(rawup_t *u, rawconn_t *rc, const char *head)
                      strlen(body), body);
         if (strcmp(path, "/late") == 0)
             rc->late_at = mz_now_ms() + 100; /* then an unsolicited answer on the idle connection */
+        if (strcmp(path, "/slow") == 0 && rc->delayed == NULL) {
+            rc->delayed = out; /* answered 1 s later */
+            rc->delayed_at = mz_now_ms() + 1000;
+            atomic_fetch_add(&u->requests, 1);
+            return;
+        }
     }
     if (n > 0)
         send_all(rc->fd, out, (size_t)n);
@@ -134,6 +142,8 @@ static void raw_close(rawconn_t *rc)
     rc->fd = -1;
     rc->len = 0;
     rc->late_at = 0;
+    free(rc->delayed);
+    rc->delayed = NULL;
 }
 
 static void *raw_main(void *arg)
@@ -157,6 +167,11 @@ static void *raw_main(void *arg)
             if (rc->fd >= 0 && rc->late_at > 0 && now >= rc->late_at) {
                 rc->late_at = 0;
                 send_all(rc->fd, SMUGGLED, strlen(SMUGGLED));
+            }
+            if (rc->fd >= 0 && rc->delayed != NULL && now >= rc->delayed_at) {
+                send_all(rc->fd, rc->delayed, strlen(rc->delayed));
+                free(rc->delayed);
+                rc->delayed = NULL;
             }
         }
         for (nfds_t k = 0; k < n; k++) {
@@ -241,7 +256,8 @@ static mz_gw_t *start_raw_gateway(const rawup_t *u)
     const char *svc = "\"pool_size\": 1, \"queue_size\": 16, \"retries\": 0, \"breaker\": {\"failures\": 0}";
     json_t *cfg = mz_json(
         "{\"io_threads\": 1,"
-        " \"upstreams\": {\"ident\": {\"url\": \"%s\", %s}, \"pub\": {\"url\": \"%s\", \"identity\": false, %s}},"
+        " \"upstreams\": {\"ident\": {\"url\": \"%s\", %s}, \"pub\": {\"url\": \"%s\", \"identity\": false, %s},"
+        "   \"wide\": {\"url\": \"%s\", \"pool_size\": 8, \"breaker\": {\"failures\": 0}}},"
         " \"functions\": ["
         "  {\"name\": \"who\", \"auth\": true, \"upstream\": {\"service\": \"ident\", \"path\": \"/who\"}},"
         "  {\"name\": \"p_smuggle\", \"auth\": true, \"upstream\": {\"service\": \"ident\", \"path\": \"/smuggle\"}},"
@@ -252,9 +268,10 @@ static mz_gw_t *start_raw_gateway(const rawup_t *u)
         "  {\"name\": \"who_noid\", \"auth\": true,"
         "   \"upstream\": {\"service\": \"ident\", \"path\": \"/who\", \"identity\": false}},"
         "  {\"name\": \"pub_smuggle\", \"upstream\": {\"service\": \"pub\", \"path\": \"/smuggle\"}},"
-        "  {\"name\": \"pub_item\", \"upstream\": {\"service\": \"pub\", \"path\": \"/item\"}}],"
+        "  {\"name\": \"pub_item\", \"upstream\": {\"service\": \"pub\", \"path\": \"/item\"}},"
+        "  {\"name\": \"slow_up\", \"max_concurrency\": 2, \"upstream\": {\"service\": \"wide\", \"path\": \"/slow\"}}],"
         " \"contexts\": [{\"name\": \"items\", \"ttl\": 60, \"scope\": \"public\", \"functions\": [\"pub_item\"]}]}",
-        u->url, svc, u->url, svc);
+        u->url, svc, u->url, svc, u->url);
     return mz_gw_start(cfg);
 }
 
@@ -522,5 +539,35 @@ Test(guarantees_exec, blog_author_counts_follow_every_write_and_restart)
     gw = mz_gw_start_opts(&opts);
     mz_expect_json(author_of(gw, 1), "{\"name\": \"alice\", \"posts\": 4}");
     mz_expect_json(author_of(gw, bob_post), "{\"name\": \"bob\", \"posts\": 1}");
+    mz_gw_stop_ok(gw);
+}
+
+Test(guarantees_exec, config_declared_upstream_function_limit)
+{
+    rawup_t *u = rawup_start();
+    mz_gw_t *gw = start_raw_gateway(u);
+    enum { N = 5 };
+    mz_req_t reqs[N];
+    for (size_t i = 0; i < N; i++)
+        reqs[i] = mz_call_req("slow_up", NULL, NULL);
+    mz_result_t *res = mz_parallel(gw->port, N, reqs, 20000);
+    int ok = 0, limited = 0;
+    for (size_t i = 0; i < N; i++) {
+        cr_assert(res[i].resp != NULL, "call %zu: %s", i, res[i].err);
+        if (res[i].resp->status == 200) {
+            mz_expect_json(mz_expect_result(res[i].resp), "{\"who\": \"anon\", \"path\": \"/slow\"}");
+            ok++;
+            continue;
+        }
+        mz_expect_error(res[i].resp, 503, "UNAVAILABLE");
+        cr_assert(retry_after_ok(res[i].resp), "%s", mz_describe(res[i].resp));
+        cr_assert(res[i].end_ms - res[i].start_ms < 700, "a refused call waited %.0f ms",
+                  res[i].end_ms - res[i].start_ms);
+        limited++;
+    }
+    cr_assert(ok == 2 && limited == 3, "max_concurrency 2: expected 2 answers and 3 refusals, got %d and %d", ok,
+              limited);
+    cr_assert_eq(atomic_load(&u->requests), 2, "refused calls must not reach the upstream");
+    cr_assert_eq(mz_metric(gw, "mizan_function_limited_total{function=\"slow_up\"}"), 3);
     mz_gw_stop_ok(gw);
 }
