@@ -270,5 +270,8 @@ void mizan_call_handle(mizan_exchange_t *ex)
     ex->done = call_done;
     if (mizan_exchange_submit(ex) < 0) {
         mizan_reply_unavailable(ex);
+        return;
     }
+    if (ex->pending == 0)
+        call_done(ex); /* refused at the function's concurrency limit: 503 with Retry-After */
 }

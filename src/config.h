@@ -62,6 +62,8 @@ typedef struct mizan_config {
     json_t *upstreams;         /**< "upstreams" object as written (owned), or NULL */
     json_t *functions;         /**< "functions" array declared in the config (owned), or NULL */
     json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
+    json_t *max_concurrency;   /**< "max_concurrency" overrides {"function": n} (owned), or NULL;
+                                    checked against the registry by mizan_registry_limits() */
 } mizan_config_t;
 
 /**

@@ -97,6 +97,12 @@ void mizan_metrics_timeout(const mizan_function_t *fn)
         atomic_fetch_add_explicit(&fn->metrics->timeouts, 1, memory_order_relaxed);
 }
 
+void mizan_metrics_limited(const mizan_function_t *fn)
+{
+    if (fn->metrics != NULL)
+        atomic_fetch_add_explicit(&fn->metrics->limited, 1, memory_order_relaxed);
+}
+
 void mizan_metrics_cache(const mizan_context_t *ctx, const char *outcome)
 {
     if (ctx->metrics == NULL)
@@ -221,6 +227,8 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
         {"mizan_function_errors_total", "Handler runs that raised an error, by function.",
          offsetof(mizan_fn_metrics_t, errors)},
         {"mizan_function_timeouts_total", "Deadlines passed, by function.", offsetof(mizan_fn_metrics_t, timeouts)},
+        {"mizan_function_limited_total", "Runs refused at once at the function's max_concurrency, by function.",
+         offsetof(mizan_fn_metrics_t, limited)},
     };
     for (size_t k = 0; k < sizeof(fn_counters) / sizeof(fn_counters[0]); k++) {
         emit(&o, "# HELP %s %s\n# TYPE %s counter\n", fn_counters[k].name, fn_counters[k].help, fn_counters[k].name);

@@ -700,6 +700,14 @@ static const char *const INVALIDATES_POST_FEED_DRAFTS[] = {"post", "feed", "draf
  * Every function the module serves. timeout_ms is left at 0 everywhere:
  * the gateway's configured default deadline applies.
  */
+/*
+ * sleep and slow_a..slow_d are open to anyone and hold a worker while they
+ * sleep, so each runs at most SLOW_MAX_RUNS at a time: a flood of them is
+ * refused (503 UNAVAILABLE with Retry-After) instead of taking every worker
+ * from the other functions.
+ */
+#define SLOW_MAX_RUNS 4
+
 static const mizan_function_def_t FUNCTIONS[] = {
     {.name = "ping", .kind = MIZAN_QUERY, .handler = fn_ping,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_ANYONE,
@@ -712,19 +720,24 @@ static const mizan_function_def_t FUNCTIONS[] = {
      .description = "Returns its value argument unchanged."},
     {.name = "sleep", .kind = MIZAN_QUERY, .handler = fn_sleep,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds, then returns {\"slept_ms\": ms}."},
+     .description = "Sleeps ms milliseconds, then returns {\"slept_ms\": ms}.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_a", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_b", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_c", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_d", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "boom", .kind = MIZAN_QUERY, .handler = fn_boom,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_ANYONE,
      .description = "Always fails with INTERNAL_ERROR."},
@@ -874,6 +887,9 @@ static void free_store(void *data)
  * cannot start (the gateway then exits with the recorded reason).
  */
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m);
+
+/* The ABI this module is built for, checked by the gateway before init. */
+MIZAN_MODULE_ABI;
 
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
 {
