@@ -115,17 +115,22 @@ static const char *const FUNCTIONS[] = {
     "{'name': 'up_notjson', 'upstream': {'service': 'api', 'path': '/_test/notjson'}}",
     "{'name': 'up_empty', 'upstream': {'service': 'api', 'path': '/_test/empty'}}",
     "{'name': 'up_slow', 'timeout_ms': 400, 'input_schema': " S_MS ","
-    " 'upstream': {'service': 'api', 'path': '/_test/slow'}}",
-    "{'name': 'up_slow2', 'input_schema': " S_MS ", 'upstream': {'service': 'api', 'path': '/_test/slow'}}",
-    "{'name': 'up_slow3', 'input_schema': " S_MS ", 'upstream': {'service': 'api', 'path': '/_test/slow'}}",
+    " 'upstream': {'service': 'api', 'path': '/_test/slow', 'identity': false}}",
+    "{'name': 'up_slow2', 'input_schema': " S_MS ","
+    " 'upstream': {'service': 'api', 'path': '/_test/slow', 'identity': false}}",
+    "{'name': 'up_slow3', 'input_schema': " S_MS ","
+    " 'upstream': {'service': 'api', 'path': '/_test/slow', 'identity': false}}",
     "{'name': 'up_tiny', 'input_schema': " S_MS ", 'upstream': {'service': 'tiny', 'path': '/_test/slow'}}",
     "{'name': 'up_queued', 'input_schema': " S_MS ", 'upstream': {'service': 'queued', 'path': '/_test/slow'}}",
     "{'name': 'up_get_post', 'input_schema': " S_POST_ID ","
-    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}', 'result': '/post'}}",
+    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}', 'result': '/post',"
+    "   'identity': false}}",
     "{'name': 'up_list_comments', 'input_schema': " S_POST_ID ","
-    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/comments', 'result': '/comments'}}",
+    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/comments', 'result': '/comments',"
+    "   'identity': false}}",
     "{'name': 'up_get_author', 'input_schema': " S_POST_ID ","
-    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/author', 'result': '/author'}}",
+    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/author', 'result': '/author',"
+    "   'identity': false}}",
     "{'name': 'up_update_post', 'kind': 'mutation', 'auth': true, 'invalidates': ['up_post'],"
     " 'input_schema': {'type': 'object', 'properties': {'post_id': {'type': 'integer', 'minimum': 1},"
     "   'title': {'type': 'string'}, 'body': {'type': 'string'}}, 'required': ['post_id'],"
