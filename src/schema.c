@@ -38,8 +38,15 @@
 #define HEAP_LIMIT_KIB 8192u        /* interpreter frame memory, in KiB */
 #define JIT_STACK_MAX (8u << 20)    /* JIT stack per thread, in bytes */
 
-/* Arrays up to this length are checked for uniqueness pairwise, in place. */
-#define UNIQUE_PAIRWISE_MAX 32
+/*
+ * Work units charged to the request's validation budget
+ * (MIZAN_SCHEMA_BUDGET): roughly nanoseconds of work on one core. A pattern
+ * match is charged its PCRE2 match limit (see pattern_test), a uniqueItems
+ * check the bytes of its items' encodings and its comparisons.
+ */
+#define COST_NODE 10      /* one (sub)schema applied to one value */
+#define COST_REPORT 400   /* one violation entry built */
+#define COST_COMPARE 20   /* one enum/const or sorted-encoding comparison */
 
 /* Longest rendering of an enum/const value kept in a message. */
 #define VALUE_MSG_MAX 200
@@ -311,64 +318,131 @@ static bool values_equal(const json_t *a, const json_t *b)
     }
 }
 
-/* A 64-bit finaliser (splitmix64) to spread hash bits. */
-static uint64_t mix64(uint64_t h)
-{
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebULL;
-    h ^= h >> 31;
-    return h;
-}
+/*
+ * Canonical encoding, for uniqueItems. Two values are equal (values_equal)
+ * exactly when their encodings are the same bytes, so an array's items are
+ * unique exactly when their sorted encodings have no two equal neighbours:
+ * O(n log n) comparisons whatever the items are, with no hash an attacker
+ * could aim collisions at. The encoding is prefix-free (every string and
+ * container carries its length), numbers of equal value encode alike (an
+ * integral real in the int64 range as that integer; any other real, which
+ * equals no integer, by its bits with -0.0 folded into 0), and object
+ * members are written in the bytewise order of their names.
+ */
+typedef struct canon {
+    unsigned char *buf; /* the encodings, back to back (owned) */
+    size_t len;         /* bytes used */
+    size_t cap;         /* bytes allocated */
+    size_t units;       /* work done, for the validation budget */
+} canon_t;
 
-static uint64_t hash_bytes(const char *p, size_t n)
+static int canon_put(canon_t *c, const void *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
+    if (c->cap - c->len < n) {
+        size_t cap = c->cap != 0 ? c->cap : 256;
+        while (cap - c->len < n)
+            cap *= 2;
+        unsigned char *nb = realloc(c->buf, cap);
+        if (nb == NULL)
+            return -1;
+        c->buf = nb;
+        c->cap = cap;
     }
-    return mix64(h ^ n);
+    memcpy(c->buf + c->len, p, n);
+    c->len += n;
+    c->units += n;
+    return 0;
 }
 
-/* A hash consistent with values_equal (v borrowed): equal values hash the
- * same, so 1 and 1.0 hash alike and member order does not matter. */
-static uint64_t value_hash(const json_t *v)
+static int canon_tag(canon_t *c, char tag, uint64_t x)
+{
+    unsigned char b[9];
+    b[0] = (unsigned char)tag;
+    for (int i = 0; i < 8; i++)
+        b[1 + i] = (unsigned char)(x >> (56 - 8 * i)); /* big-endian: sorts like memcmp */
+    return canon_put(c, b, sizeof(b));
+}
+
+/* One object member, for sorting names bytewise. */
+typedef struct member {
+    const char *key; /* borrowed from the object */
+    size_t len;      /* key length */
+    const json_t *value;
+} member_t;
+
+static int member_cmp(const void *a, const void *b)
+{
+    const member_t *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int r = memcmp(x->key, y->key, n);
+    return r != 0 ? r : x->len < y->len ? -1 : x->len > y->len ? 1 : 0;
+}
+
+/* Appends the encoding of v (borrowed). Recursion is bounded by the
+ * request parser's depth limit. Returns 0, or -1 when out of memory. */
+static int canon_value(canon_t *c, const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_NULL:
-        return 0x6e756c6cULL;
+        return canon_tag(c, 'n', 0);
     case JSON_TRUE:
-        return 0x74727565ULL;
+        return canon_tag(c, 't', 0);
     case JSON_FALSE:
-        return 0x66616c73ULL;
+        return canon_tag(c, 'f', 0);
     case JSON_INTEGER:
-        return mix64((uint64_t)json_integer_value(v) ^ 0x1234567ULL);
+        return canon_tag(c, 'i', (uint64_t)json_integer_value(v));
     case JSON_REAL: {
         double d = json_real_value(v);
         if (real_is_integral(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
-            return mix64((uint64_t)(long long)d ^ 0x1234567ULL);
+            return canon_tag(c, 'i', (uint64_t)(long long)d);
         uint64_t bits;
         memcpy(&bits, &d, sizeof(bits));
-        return mix64(bits);
+        return canon_tag(c, 'r', bits);
     }
     case JSON_STRING:
-        return hash_bytes(json_string_value(v), json_string_length(v));
+        if (canon_tag(c, 's', json_string_length(v)) < 0)
+            return -1;
+        return canon_put(c, json_string_value(v), json_string_length(v));
     case JSON_ARRAY: {
-        uint64_t h = 0x61727261ULL;
-        for (size_t i = 0; i < json_array_size(v); i++)
-            h = mix64(h * 31 + value_hash(json_array_get(v, i)));
-        return h;
+        size_t n = json_array_size(v);
+        if (canon_tag(c, 'a', n) < 0)
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            if (canon_value(c, json_array_get(v, i)) < 0)
+                return -1;
+        return 0;
     }
     case JSON_OBJECT: {
-        uint64_t sum = 0;
+        size_t n = json_object_size(v);
+        if (canon_tag(c, 'o', n) < 0)
+            return -1;
+        if (n == 0)
+            return 0;
+        member_t *m = malloc(n * sizeof(*m));
+        if (m == NULL)
+            return -1;
+        size_t k = 0;
         const char *key;
         size_t klen;
         json_t *member;
-        json_object_keylen_foreach((json_t *)v, key, klen, member)
-            sum += mix64(hash_bytes(key, klen) ^ value_hash(member));
-        return mix64(sum ^ 0x6f626a65ULL ^ json_object_size(v));
+        json_object_keylen_foreach((json_t *)v, key, klen, member) {
+            m[k].key = key;
+            m[k].len = klen;
+            m[k].value = member;
+            k++;
+        }
+        qsort(m, n, sizeof(*m), member_cmp);
+        c->units += n * 8;
+        int rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            rc = canon_tag(c, 'k', m[i].len);
+            if (rc == 0)
+                rc = canon_put(c, m[i].key, m[i].len);
+            if (rc == 0)
+                rc = canon_value(c, m[i].value);
+        }
+        free(m);
+        return rc;
     }
     }
     return 0;
@@ -431,7 +505,6 @@ struct node {
 struct mizan_schema {
     json_t *source;              /* our reference to the source JSON */
     node_t *root;                /* the compiled root schema */
-    pcre2_match_context *mctx;   /* match/depth/heap limits for every pattern */
 };
 
 static void node_free(node_t *n)
@@ -893,9 +966,13 @@ done:
  *     reserved up front but pages are only touched as the stack grows.
  */
 typedef struct thread_scratch {
-    pcre2_match_data *md; /* this thread's match data */
-    pcre2_jit_stack *jit; /* this thread's JIT stack; NULL: PCRE2's default */
+    pcre2_match_data *md;       /* this thread's match data */
+    pcre2_jit_stack *jit;       /* this thread's JIT stack; NULL: PCRE2's default */
+    pcre2_match_context *mctx;  /* depth/heap limits; the match limit is set
+                                   before every match from the request budget */
 } thread_scratch_t;
+
+static pcre2_jit_stack *jit_stack_for_thread(void *unused);
 
 static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t scratch_key;
@@ -906,6 +983,7 @@ static void scratch_destroy(void *p)
     thread_scratch_t *ts = p;
     pcre2_match_data_free(ts->md);
     pcre2_jit_stack_free(ts->jit);
+    pcre2_match_context_free(ts->mctx);
     free(ts);
 }
 
@@ -930,10 +1008,14 @@ static thread_scratch_t *thread_scratch(void)
     ts->md = pcre2_match_data_create(1, NULL);
     /* Without a JIT stack PCRE2 falls back to its small default. */
     ts->jit = pcre2_jit_stack_create(32 * 1024, JIT_STACK_MAX, NULL);
-    if (ts->md == NULL || pthread_setspecific(scratch_key, ts) != 0) {
+    ts->mctx = pcre2_match_context_create(NULL);
+    if (ts->md == NULL || ts->mctx == NULL || pthread_setspecific(scratch_key, ts) != 0) {
         scratch_destroy(ts);
         return NULL;
     }
+    pcre2_set_depth_limit(ts->mctx, DEPTH_LIMIT);
+    pcre2_set_heap_limit(ts->mctx, HEAP_LIMIT_KIB);
+    pcre2_jit_stack_assign(ts->mctx, jit_stack_for_thread, NULL);
     return ts;
 }
 
@@ -953,31 +1035,61 @@ enum {
     MATCH_YES = 1,
     MATCH_TOO_COSTLY = 2,
     MATCH_ERROR = 3,
+    MATCH_BUDGET = 4,
 };
 
-/* Searches the pattern anywhere in str (len bytes, valid UTF-8). */
-static int pattern_test(const mizan_schema_t *s, const node_t *n, const char *str, size_t len)
+/*
+ * Searches the pattern anywhere in str (len bytes, valid UTF-8), spending
+ * at most *budget work units (decremented by what was charged).
+ *
+ * PCRE2 cannot say how many steps a match took, only stop one at a limit,
+ * so the limit escalates: a first try with a small limit (enough for any
+ * ordinary pattern on that string) and, when it is hit, tries with eight
+ * times the limit, up to MATCH_LIMIT per value and to what is left of the
+ * budget. Every try is charged its whole limit, so the charge is at most
+ * about nine times the work done, and the work done never exceeds the
+ * charge. MATCH_BUDGET: the request's budget ran out first.
+ */
+static int pattern_test(const node_t *n, const char *str, size_t len, int64_t *budget)
 {
     thread_scratch_t *ts = thread_scratch();
     if (ts == NULL)
         return MATCH_OOM;
-    int rc = pcre2_match(n->pattern, (PCRE2_SPTR)str, len, 0, 0, ts->md, s->mctx);
-    if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-        rc = pcre2_match(n->pattern, (PCRE2_SPTR)str, len, 0, PCRE2_NO_JIT, ts->md, s->mctx);
-    if (rc >= 0)
-        return MATCH_YES; /* 0: matched, ovector too small for the groups */
-    switch (rc) {
-    case PCRE2_ERROR_NOMATCH:
-        return MATCH_NO;
-    case PCRE2_ERROR_MATCHLIMIT:
-    case PCRE2_ERROR_DEPTHLIMIT:
-    case PCRE2_ERROR_HEAPLIMIT:
-    case PCRE2_ERROR_JIT_STACKLIMIT:
-        return MATCH_TOO_COSTLY;
-    case PCRE2_ERROR_NOMEMORY:
-        return MATCH_OOM;
-    default:
-        return MATCH_ERROR;
+    uint64_t limit = 256 + 4 * (uint64_t)len;
+    *budget -= (int64_t)(len / 4);
+    for (;;) {
+        if (*budget <= 0)
+            return MATCH_BUDGET;
+        if (limit > MATCH_LIMIT)
+            limit = MATCH_LIMIT;
+        if (limit > (uint64_t)*budget)
+            limit = (uint64_t)*budget;
+        *budget -= (int64_t)limit;
+        pcre2_set_match_limit(ts->mctx, (uint32_t)limit);
+        int rc = pcre2_match(n->pattern, (PCRE2_SPTR)str, len, 0, 0, ts->md, ts->mctx);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+            rc = pcre2_match(n->pattern, (PCRE2_SPTR)str, len, 0, PCRE2_NO_JIT, ts->md, ts->mctx);
+        if (rc >= 0)
+            return MATCH_YES; /* 0: matched, ovector too small for the groups */
+        switch (rc) {
+        case PCRE2_ERROR_NOMATCH:
+            return MATCH_NO;
+        case PCRE2_ERROR_MATCHLIMIT:
+            if (*budget <= 0)
+                return MATCH_BUDGET;
+            if (limit >= MATCH_LIMIT)
+                return MATCH_TOO_COSTLY;
+            limit *= 8;
+            continue;
+        case PCRE2_ERROR_DEPTHLIMIT:
+        case PCRE2_ERROR_HEAPLIMIT:
+        case PCRE2_ERROR_JIT_STACKLIMIT:
+            return MATCH_TOO_COSTLY;
+        case PCRE2_ERROR_NOMEMORY:
+            return MATCH_OOM;
+        default:
+            return MATCH_ERROR;
+        }
     }
 }
 
@@ -997,6 +1109,8 @@ typedef struct vctx {
     json_t *errors;          /* where violations go (borrowed) */
     int count;               /* violations appended so far */
     bool too_costly;         /* a pattern hit its limits in this call */
+    int64_t budget;          /* work units left (see MIZAN_SCHEMA_BUDGET) */
+    bool exhausted;          /* the budget ran out: validation stopped */
     size_t depth;            /* entries used in loc */
     /* Instance recursion follows schema nesting (at most
      * MIZAN_SCHEMA_MAX_DEPTH), plus one segment for a reported key. */
@@ -1028,6 +1142,7 @@ static int report(vctx_t *v, const char *type, const char *fmt, ...) __attribute
 
 static int report(vctx_t *v, const char *type, const char *fmt, ...)
 {
+    v->budget -= COST_REPORT;
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -1152,7 +1267,7 @@ static int check_string(vctx_t *v, const node_t *n, const json_t *inst)
      * evaluating further patterns keeps one request from spending the
      * match limit once per string it contains. */
     if (n->pattern != NULL && !v->too_costly) {
-        switch (pattern_test(v->s, n, str, len)) {
+        switch (pattern_test(n, str, len, &v->budget)) {
         case MATCH_OOM:
             return -1;
         case MATCH_YES:
@@ -1160,6 +1275,9 @@ static int check_string(vctx_t *v, const node_t *n, const json_t *inst)
         case MATCH_NO:
             if (report(v, "pattern", "must match pattern %s", n->pattern_src) < 0)
                 return -1;
+            break;
+        case MATCH_BUDGET:
+            v->exhausted = true;
             break;
         case MATCH_TOO_COSTLY:
             v->too_costly = true;
@@ -1175,77 +1293,85 @@ static int check_string(vctx_t *v, const node_t *n, const json_t *inst)
     return 0;
 }
 
-/* Scratch entry of the hashed uniqueness check. */
-typedef struct hashed {
-    uint64_t hash;  /* value_hash of the item */
-    size_t index;   /* its position in the array */
-} hashed_t;
+/* One item of the sorted uniqueness check. */
+typedef struct keyed {
+    size_t off;   /* its encoding: canon.buf + off ... */
+    size_t len;   /* ... len bytes */
+    size_t index; /* its position in the array */
+} keyed_t;
 
-static int hashed_cmp(const void *a, const void *b)
+/* The encodings' order, for qsort (ties by position, so equal items end up
+ * in array order); the buffer is passed through a thread-local pointer
+ * because qsort has no context argument. */
+static _Thread_local const unsigned char *keyed_base;
+
+static int keyed_cmp(const void *a, const void *b)
 {
-    const hashed_t *x = a, *y = b;
-    if (x->hash != y->hash)
-        return x->hash < y->hash ? -1 : 1;
+    const keyed_t *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int r = memcmp(keyed_base + x->off, keyed_base + y->off, n);
+    if (r != 0)
+        return r;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
     return x->index < y->index ? -1 : x->index > y->index ? 1 : 0;
+}
+
+static bool keyed_same(const unsigned char *base, const keyed_t *x, const keyed_t *y)
+{
+    return x->len == y->len && memcmp(base + x->off, base + y->off, x->len) == 0;
 }
 
 /*
  * Finds the first duplicate of arr (borrowed): the smallest j with an equal
- * earlier item i (the smallest such i). Returns 1 with *pi, *pj set, 0 when
- * all items are distinct, -1 when out of memory.
+ * earlier item i (the smallest such i). Every item is encoded canonically
+ * once and the encodings are sorted, so the cost is O(size + n log n)
+ * comparisons for any input (charged to *budget). Returns 1 with *pi, *pj
+ * set, 0 when all items are distinct, -1 when out of memory.
  */
-static int find_duplicate(const json_t *arr, size_t *pi, size_t *pj)
+static int find_duplicate(const json_t *arr, size_t *pi, size_t *pj, int64_t *budget)
 {
     size_t n = json_array_size(arr);
-    if (n <= UNIQUE_PAIRWISE_MAX) {
-        for (size_t j = 1; j < n; j++)
-            for (size_t i = 0; i < j; i++)
-                if (values_equal(json_array_get(arr, i), json_array_get(arr, j))) {
-                    *pi = i;
-                    *pj = j;
-                    return 1;
-                }
+    if (n < 2)
         return 0;
+    canon_t c = {0};
+    keyed_t *k = malloc(n * sizeof(*k));
+    int rc = -1;
+    if (k == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        k[i].off = c.len;
+        k[i].index = i;
+        if (canon_value(&c, json_array_get(arr, i)) < 0)
+            goto done;
+        k[i].len = c.len - k[i].off;
     }
-    hashed_t *h = malloc(n * sizeof(*h));
-    if (h == NULL)
-        return -1;
-    for (size_t k = 0; k < n; k++) {
-        h[k].hash = value_hash(json_array_get(arr, k));
-        h[k].index = k;
-    }
-    qsort(h, n, sizeof(*h), hashed_cmp);
+    size_t log2n = 1;
+    while (((size_t)1 << log2n) < n)
+        log2n++;
+    *budget -= (int64_t)(c.units / 2 + n * log2n * COST_COMPARE);
+    keyed_base = c.buf;
+    qsort(k, n, sizeof(*k), keyed_cmp);
+    keyed_base = NULL;
+    /* In each run of equal encodings indices ascend: its first two items
+     * are that run's earliest duplicate pair; keep the earliest second. */
     bool found = false;
-    size_t best_i = 0, best_j = 0;
-    for (size_t start = 0; start < n;) {
-        size_t end = start + 1;
-        while (end < n && h[end].hash == h[start].hash)
-            end++;
-        /* Within a run indices ascend: for each later item, the first
-         * equal earlier one. */
-        for (size_t b = start + 1; b < end; b++) {
-            if (found && h[b].index > best_j)
-                break;
-            for (size_t a = start; a < b; a++) {
-                if (values_equal(json_array_get(arr, h[a].index), json_array_get(arr, h[b].index))) {
-                    if (!found || h[b].index < best_j ||
-                        (h[b].index == best_j && h[a].index < best_i)) {
-                        best_i = h[a].index;
-                        best_j = h[b].index;
-                        found = true;
-                    }
-                    break;
-                }
-            }
+    for (size_t r = 0; r + 1 < n; r++) {
+        if (!keyed_same(c.buf, &k[r], &k[r + 1]))
+            continue;
+        if (!found || k[r + 1].index < *pj) {
+            *pi = k[r].index;
+            *pj = k[r + 1].index;
+            found = true;
         }
-        start = end;
+        while (r + 1 < n && keyed_same(c.buf, &k[r], &k[r + 1]))
+            r++;
     }
-    free(h);
-    if (found) {
-        *pi = best_i;
-        *pj = best_j;
-    }
-    return found ? 1 : 0;
+    rc = found ? 1 : 0;
+done:
+    free(k);
+    free(c.buf);
+    return rc;
 }
 
 static int check_array(vctx_t *v, const node_t *n, const json_t *inst)
@@ -1259,7 +1385,7 @@ static int check_array(vctx_t *v, const node_t *n, const json_t *inst)
         return -1;
     if (n->unique_items) {
         size_t i = 0, j = 0;
-        int dup = find_duplicate(inst, &i, &j);
+        int dup = find_duplicate(inst, &i, &j, &v->budget);
         if (dup < 0)
             return -1;
         if (dup > 0 && report(v, "uniqueItems", "items must be unique (%zu and %zu are equal)", i, j) < 0)
@@ -1339,6 +1465,10 @@ static int check_object(vctx_t *v, const node_t *n, const json_t *inst)
  * every violation. Returns 0, or -1 when out of memory. */
 static int validate_node(vctx_t *v, const node_t *n, const json_t *inst)
 {
+    if (v->exhausted || (v->budget -= COST_NODE) <= 0) {
+        v->exhausted = true;
+        return 0;
+    }
     if (n->is_bool)
         return n->bool_value ? 0 : report(v, "false", "value not allowed");
     if (n->types != 0 && !(n->types & type_bits(inst)))
@@ -1347,6 +1477,7 @@ static int validate_node(vctx_t *v, const node_t *n, const json_t *inst)
         report(v, "const", "%s", n->const_msg) < 0)
         return -1;
     if (n->enum_values != NULL) {
+        v->budget -= (int64_t)json_array_size(n->enum_values) * COST_COMPARE;
         bool found = false;
         for (size_t i = 0; i < json_array_size(n->enum_values) && !found; i++)
             found = values_equal(inst, json_array_get(n->enum_values, i));
@@ -1427,15 +1558,6 @@ mizan_schema_t *mizan_schema_compile(const json_t *schema, mizan_err_t *err)
         mizan_err_set(err, "out of memory");
         goto done;
     }
-    s->mctx = pcre2_match_context_create(NULL);
-    if (s->mctx == NULL) {
-        mizan_err_set(err, "out of memory");
-        goto done;
-    }
-    pcre2_set_match_limit(s->mctx, MATCH_LIMIT);
-    pcre2_set_depth_limit(s->mctx, DEPTH_LIMIT);
-    pcre2_set_heap_limit(s->mctx, HEAP_LIMIT_KIB);
-    pcre2_jit_stack_assign(s->mctx, jit_stack_for_thread, NULL);
     if (compile_node(&c, schema, 0, &s->root) < 0)
         goto done;
     /* The tree points into schema; keep it alive (it is never modified). */
@@ -1451,7 +1573,6 @@ void mizan_schema_free(mizan_schema_t *s)
     if (s == NULL)
         return;
     node_free(s->root);
-    pcre2_match_context_free(s->mctx);
     json_decref(s->source);
     free(s);
 }
@@ -1466,9 +1587,19 @@ int mizan_schema_validate(const mizan_schema_t *s, json_t *instance, const char 
 {
     if (s == NULL || instance == NULL || !json_is_array(errors))
         return -1;
-    vctx_t v = {.s = s, .loc_root = loc_root, .errors = errors, .count = 0, .depth = 0};
+    vctx_t v = {.s = s, .loc_root = loc_root, .errors = errors, .count = 0, .depth = 0,
+                .budget = MIZAN_SCHEMA_BUDGET};
     if (validate_node(&v, s->root, instance) < 0)
         return -1;
+    if (v.exhausted) {
+        /* Refused as a whole: what was found so far stays listed, and one
+         * entry at the root says why the rest was not looked at. */
+        v.depth = 0;
+        if (report(&v, "budget", "validation too costly: this input needs more work to validate than one "
+                                 "request may spend") < 0)
+            return -1;
+        return v.count;
+    }
     if (v.count == 0 && fill_defaults(s->root, instance) < 0)
         return -1;
     return v.count;

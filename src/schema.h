@@ -33,7 +33,8 @@
  * against it at once. Validation allocates nothing except the error entries
  * it appends and the default values it fills in, with two bounded
  * exceptions described at mizan_schema_validate() (PCRE2 scratch created
- * once per thread, and a scratch index for uniqueItems on long arrays).
+ * once per thread, and a scratch buffer for uniqueItems); its work is
+ * bounded per call by MIZAN_SCHEMA_BUDGET.
  */
 #ifndef MIZAN_SCHEMA_H
 #define MIZAN_SCHEMA_H
@@ -44,6 +45,13 @@
 
 /** Deepest nesting of subschemas accepted by mizan_schema_compile(). */
 #define MIZAN_SCHEMA_MAX_DEPTH 64
+
+/**
+ * Work units one mizan_schema_validate() call may spend (roughly
+ * nanoseconds of one core's work; see the DESIGN note below). Past it the
+ * instance is refused as a whole with one entry of type "budget".
+ */
+#define MIZAN_SCHEMA_BUDGET 5000000
 
 /** A compiled schema: immutable, shareable across threads. */
 typedef struct mizan_schema mizan_schema_t;
@@ -97,33 +105,41 @@ const json_t *mizan_schema_source(const mizan_schema_t *s);
  * descended into. instance (borrowed) is therefore modified: pass your own
  * copy.
  *
- * pattern and hostile regexes: every match runs under a PCRE2 match context
- * with a match limit, a depth limit and a heap limit (and the JIT's own
- * stack limit), so a catastrophically backtracking pattern in a
- * configuration, such as (a+)+$ against "aaaa...b", cannot hang a worker:
- * when a limit is hit the value is reported invalid, type "pattern", msg
- * "pattern too costly to evaluate on this value". A JIT stack overflow is
- * first retried with the interpreter, whose limits are the binding ones.
- * Each match costs at most a few milliseconds; once one value of an
- * instance was too costly, the instance is invalid and the remaining
- * patterns of that call are not evaluated (so a request holding thousands
- * of hostile strings costs one limit, not thousands). A legitimate pattern
- * with a repeated group, such as ^(\w|-)+$, can reach the limits too, but
- * only on strings around a million characters long; such a value is
- * reported the same way.
+ * Cost (DESIGN). Validation runs on the I/O loop that read the request,
+ * so one call may spend at most MIZAN_SCHEMA_BUDGET work units (about 5 ms
+ * of one core): every subschema applied to a value, every violation built,
+ * every enum/const comparison, every uniqueItems check and every pattern
+ * match is charged. When the budget runs out validation stops, the entries
+ * found so far stay in errors and one more is appended at the root:
+ * {"loc": [loc_root], "msg": "validation too costly: ...", "type":
+ * "budget"}; the caller answers 422 VALIDATION_FAILED as for any other
+ * violation. The budget is a count, not a clock, so the verdict on an
+ * input never depends on the machine's load. A request is therefore cut
+ * off within a few milliseconds rather than moved off the loop: the cut
+ * off is deterministic and costs no thread hop on every ordinary request.
+ *
+ * pattern and hostile regexes: every match runs under a PCRE2 match limit
+ * taken from the budget, escalating from a small limit (enough for any
+ * ordinary pattern on that string) by eightfold steps up to 1,000,000
+ * steps per value; each try is charged its whole limit. A value that hits
+ * the per-value limit (or the depth or heap limit) is reported invalid,
+ * type "pattern", msg "pattern too costly to evaluate on this value", and
+ * no further pattern of that call is evaluated; many strings each just
+ * under the per-value limit exhaust the request's budget instead.
+ *
+ * uniqueItems encodes every item canonically (numbers by value, object
+ * members sorted by name) and sorts the encodings: O(size + n log n)
+ * comparisons whatever the items are; there is no hash to collide.
  *
  * Allocation: PCRE2 needs a match data block per concurrent match, and
  * pcre2_match_data cannot live on the stack (its size is opaque). Each
- * thread therefore creates, on its first pattern match, a match data block
- * and a JIT stack kept in thread-specific storage (pthread key, freed when
- * the thread exits); the compiled schema stays immutable because its match
- * context finds the JIT stack through a callback that reads the calling
- * thread's storage. The block holds a single ovector pair (a test, not a
- * capture), and PCRE2 keeps the interpreter's backtracking frames in it
- * between calls, so steady-state matching allocates nothing. uniqueItems
- * compares arrays of up to 32 items pairwise without allocating; longer
- * arrays get a temporary hash index (n log n instead of n squared, so a
- * long array in a request cannot burn a worker).
+ * thread therefore creates, on its first pattern match, a match data block,
+ * a match context and a JIT stack kept in thread-specific storage (pthread
+ * key, freed when the thread exits); the compiled schema stays immutable.
+ * The block holds a single ovector pair (a test, not a capture), and PCRE2
+ * keeps the interpreter's backtracking frames in it between calls, so
+ * steady-state matching allocates nothing. uniqueItems allocates a
+ * temporary buffer of its items' encodings.
  *
  * Thread-safe: any number of threads may validate against one s at once.
  */
