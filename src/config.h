@@ -64,6 +64,9 @@ typedef struct mizan_config {
     json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
     json_t *max_concurrency;   /**< "max_concurrency" overrides {"function": n} (owned), or NULL;
                                     checked against the registry by mizan_registry_limits() */
+    char *schema_dir;          /**< "schemas.dir": local documents for $ref (absolute), or NULL */
+    char *schema_base_uri;     /**< "schemas.base_uri": URI prefix naming them, or NULL: default */
+    bool format_assertion;     /**< "schemas.format_assertion": "format" is asserted */
 } mizan_config_t;
 
 /**

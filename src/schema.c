@@ -1638,6 +1638,13 @@ static int compile_keyword(compiler_t *c, node_t *n, const char *key, const json
     }
     if (strcmp(key, "definitions") == 0 || strcmp(key, "$defs") == 0)
         return walk_defs(c, v, base, d, r);
+    if (strcmp(key, "default") == 0) {
+        /* Kept beside a draft-07 "$ref" too: filling defaults is the
+         * gateway's, not a validation keyword, and Pydantic writes
+         * {"$ref": ..., "default": ...} without a "$schema". */
+        n->dflt = v;
+        return 0;
+    }
     if (n->ref_only) {
         /* draft-07: "$ref" overrides its siblings; they are still walked so
          * that JSON pointers into them resolve, but never applied. Their
@@ -1776,10 +1783,6 @@ static int compile_keyword(compiler_t *c, node_t *n, const char *key, const json
             return fail(c, "must be a string");
         if (c->opts->format_assertion)
             n->format = json_string_value(v);
-        return 0;
-    }
-    if (strcmp(key, "default") == 0) {
-        n->dflt = v;
         return 0;
     }
     if (d == D7 && strcmp(key, "contentEncoding") == 0 && json_is_string(v)) {
@@ -3275,6 +3278,25 @@ static void fill_defaults(vctx_t *v, const node_t *n, json_t *inst, size_t depth
         fill_defaults(v, n->dynref, inst, depth + 1);
     for (size_t i = 0; i < n->all_of.n; i++)
         fill_defaults(v, n->all_of.v[i], inst, depth + 1);
+    /* anyOf / oneOf (Optional[Model] is anyOf [model, null]): the defaults
+     * of the first branch the value matches. */
+    const nlist_t *alts[] = {&n->any_of, &n->one_of};
+    for (size_t a = 0; a < 2; a++) {
+        for (size_t i = 0; i < alts[a]->n && !v->exhausted && !v->oom; i++) {
+            mark_t m = mark_now(v);
+            int qs;
+            size_t qm;
+            quiet_begin(v, &qs, &qm);
+            validate_node(v, alts[a]->v[i], inst, NULL);
+            quiet_end(v, qm);
+            bool ok = !failed_since(v, m);
+            mark_reset(v, m);
+            if (ok) {
+                fill_defaults(v, alts[a]->v[i], inst, depth + 1);
+                break;
+            }
+        }
+    }
     if (json_is_array(inst)) {
         for (size_t k = 0; k < json_array_size(inst); k++) {
             const node_t *sub = k < n->prefix.n ? n->prefix.v[k] : n->items;
