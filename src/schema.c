@@ -804,6 +804,7 @@ struct node {
     bool bool_value;              /* ... and its value */
     bool ref_only;                /* draft-07 "$ref" with siblings: they are ignored */
     bool tracks;                  /* unevaluatedItems/Properties here: collect annotations */
+    bool may_fill;                /* a "default" of a property is reachable from here */
     unsigned types;               /* T_* bits of "type"; 0: no "type" */
     unsigned char type_order[8];  /* the type names' indices, as written */
     size_t ntypes;                /* entries in type_order */
@@ -3264,7 +3265,7 @@ done:
  */
 static void fill_defaults(vctx_t *v, const node_t *n, json_t *inst, size_t depth)
 {
-    if (v->exhausted || v->oom || n->is_bool)
+    if (v->exhausted || v->oom || n->is_bool || !n->may_fill)
         return;
     if ((v->budget -= COST_NODE) <= 0 || depth > EVAL_DEPTH_MAX) {
         v->exhausted = true;
@@ -3351,6 +3352,38 @@ mizan_schema_t *mizan_schema_compile(const json_t *schema, mizan_err_t *err)
     return mizan_schema_compile_opts(schema, &default_opts, err);
 }
 
+/* Marks the nodes from which a property default is reachable, so that
+ * filling defaults skips the rest: a fixpoint over the graph (cycles
+ * allowed), a few passes in practice. */
+static void mark_may_fill(mizan_schema_t *s)
+{
+    for (size_t i = 0; i < s->nnodes; i++) {
+        node_t *n = s->nodes[i];
+        for (size_t k = 0; k < n->nprops && !n->may_fill; k++)
+            n->may_fill = !n->props[k].schema->is_bool && n->props[k].schema->dflt != NULL;
+    }
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (size_t i = 0; i < s->nnodes; i++) {
+            node_t *n = s->nodes[i];
+            if (n->may_fill)
+                continue;
+            bool f = (n->ref != NULL && n->ref->may_fill) || (n->dynref != NULL && n->dynref->may_fill) ||
+                     (n->items != NULL && n->items->may_fill) || (n->additional != NULL && n->additional->may_fill);
+            for (size_t k = 0; k < n->nprops && !f; k++)
+                f = n->props[k].schema->may_fill;
+            const nlist_t *lists[] = {&n->prefix, &n->all_of, &n->any_of, &n->one_of};
+            for (size_t l = 0; l < 4 && !f; l++)
+                for (size_t k = 0; k < lists[l]->n && !f; k++)
+                    f = lists[l]->v[k]->may_fill;
+            if (f) {
+                n->may_fill = true;
+                changed = true;
+            }
+        }
+    }
+}
+
 /* Collects the $dynamicAnchor table of s. */
 static int collect_anchors(mizan_schema_t *s)
 {
@@ -3404,6 +3437,7 @@ mizan_schema_t *mizan_schema_compile_opts(const json_t *schema, const mizan_sche
     for (size_t i = 0; i < s->nnodes; i++)
         if (find_cycle(&c, s->nodes[i], color, 0) < 0)
             goto done;
+    mark_may_fill(s);
     if (collect_anchors(s) < 0 || build_param_types(s) < 0) {
         oom(&c);
         goto done;
