@@ -3065,16 +3065,22 @@ static void check_alternatives(vctx_t *v, const nlist_t *alts, const char *kw, b
         report(v, kw, "matches no branch");
         return;
     }
-    /* The closest branch: its entries stay, the others' are dropped. */
+    /* The closest branch: its entries stay, the others' are dropped. A
+     * branch for another type of value is farther than any branch for
+     * this type, whatever their counts. */
     mark_t start = mark_now(v);
     size_t best_count = SIZE_MAX;
+    unsigned bits = type_bits(inst);
     for (size_t i = 0; i < alts->n && !v->exhausted && !v->oom; i++) {
         mark_t m = mark_now(v);
         validate_node(v, alts->v[i], inst, NULL);
         size_t count = v->nrecs - m.nrecs;
+        if (!(possible_types(alts->v[i], 0) & bits))
+            count += (size_t)1 << 30;
         if (count < best_count) {
-            memmove(v->recs + start.nrecs, v->recs + m.nrecs, count * sizeof(*v->recs));
-            v->nrecs = start.nrecs + count;
+            size_t kept = v->nrecs - m.nrecs;
+            memmove(v->recs + start.nrecs, v->recs + m.nrecs, kept * sizeof(*v->recs));
+            v->nrecs = start.nrecs + kept;
             best_count = count;
         } else {
             v->nrecs = m.nrecs;
