@@ -3358,36 +3358,87 @@ mizan_schema_t *mizan_schema_compile(const json_t *schema, mizan_err_t *err)
     return mizan_schema_compile_opts(schema, &default_opts, err);
 }
 
-/* Marks the nodes from which a property default is reachable, so that
- * filling defaults skips the rest: a fixpoint over the graph (cycles
- * allowed), a few passes in practice. */
-static void mark_may_fill(mizan_schema_t *s)
+/* Calls fn(child, parent, ctx) for every subschema of n that filling
+ * defaults descends into. */
+static void fill_edges(node_t *n, void (*fn)(node_t *, node_t *, void *), void *ctx)
 {
-    for (size_t i = 0; i < s->nnodes; i++) {
-        node_t *n = s->nodes[i];
-        for (size_t k = 0; k < n->nprops && !n->may_fill; k++)
-            n->may_fill = !n->props[k].schema->is_bool && n->props[k].schema->dflt != NULL;
+    node_t *single[] = {n->ref, n->dynref, n->items, n->additional};
+    for (size_t k = 0; k < 4; k++)
+        if (single[k] != NULL)
+            fn(single[k], n, ctx);
+    for (size_t k = 0; k < n->nprops; k++)
+        fn(n->props[k].schema, n, ctx);
+    const nlist_t *lists[] = {&n->prefix, &n->all_of, &n->any_of, &n->one_of};
+    for (size_t l = 0; l < 4; l++)
+        for (size_t k = 0; k < lists[l]->n; k++)
+            fn(lists[l]->v[k], n, ctx);
+}
+
+/* Reverse edges bucketed by child: parents of node i are
+ * parent[start[i] .. start[i + 1]). */
+typedef struct redges {
+    size_t *start;
+    node_t **parent;
+    size_t *fill;
+} redges_t;
+
+static void count_edge(node_t *child, node_t *parent, void *ctx)
+{
+    (void)parent;
+    ((redges_t *)ctx)->start[child->index + 1]++;
+}
+
+static void put_edge(node_t *child, node_t *parent, void *ctx)
+{
+    redges_t *r = ctx;
+    r->parent[r->start[child->index] + r->fill[child->index]++] = parent;
+}
+
+/* Marks the nodes from which a property default is reachable, so that
+ * filling defaults skips the rest: a breadth-first walk back along the
+ * edges from the nodes holding a default (linear in the graph's size). */
+static int mark_may_fill(mizan_schema_t *s)
+{
+    size_t n = s->nnodes;
+    redges_t r = {calloc(n + 2, sizeof(size_t)), NULL, calloc(n + 1, sizeof(size_t))};
+    node_t **queue = calloc(n + 1, sizeof(*queue));
+    int rc = -1;
+    if (r.start == NULL || r.fill == NULL || queue == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        fill_edges(s->nodes[i], count_edge, &r);
+    for (size_t i = 0; i < n; i++)
+        r.start[i + 1] += r.start[i];
+    r.parent = calloc(r.start[n] + 1, sizeof(*r.parent));
+    if (r.parent == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        fill_edges(s->nodes[i], put_edge, &r);
+    size_t head = 0, tail = 0;
+    for (size_t i = 0; i < n; i++) {
+        node_t *x = s->nodes[i];
+        for (size_t k = 0; k < x->nprops && !x->may_fill; k++)
+            x->may_fill = !x->props[k].schema->is_bool && x->props[k].schema->dflt != NULL;
+        if (x->may_fill)
+            queue[tail++] = x;
     }
-    for (bool changed = true; changed;) {
-        changed = false;
-        for (size_t i = 0; i < s->nnodes; i++) {
-            node_t *n = s->nodes[i];
-            if (n->may_fill)
-                continue;
-            bool f = (n->ref != NULL && n->ref->may_fill) || (n->dynref != NULL && n->dynref->may_fill) ||
-                     (n->items != NULL && n->items->may_fill) || (n->additional != NULL && n->additional->may_fill);
-            for (size_t k = 0; k < n->nprops && !f; k++)
-                f = n->props[k].schema->may_fill;
-            const nlist_t *lists[] = {&n->prefix, &n->all_of, &n->any_of, &n->one_of};
-            for (size_t l = 0; l < 4 && !f; l++)
-                for (size_t k = 0; k < lists[l]->n && !f; k++)
-                    f = lists[l]->v[k]->may_fill;
-            if (f) {
-                n->may_fill = true;
-                changed = true;
+    while (head < tail) {
+        node_t *x = queue[head++];
+        for (size_t e = r.start[x->index]; e < r.start[x->index + 1]; e++) {
+            node_t *p = r.parent[e];
+            if (!p->may_fill) {
+                p->may_fill = true;
+                queue[tail++] = p;
             }
         }
     }
+    rc = 0;
+done:
+    free(r.start);
+    free(r.fill);
+    free(r.parent);
+    free(queue);
+    return rc;
 }
 
 /* Collects the $dynamicAnchor table of s. */
@@ -3443,8 +3494,7 @@ mizan_schema_t *mizan_schema_compile_opts(const json_t *schema, const mizan_sche
     for (size_t i = 0; i < s->nnodes; i++)
         if (find_cycle(&c, s->nodes[i], color, 0) < 0)
             goto done;
-    mark_may_fill(s);
-    if (collect_anchors(s) < 0 || build_param_types(s) < 0) {
+    if (mark_may_fill(s) < 0 || collect_anchors(s) < 0 || build_param_types(s) < 0) {
         oom(&c);
         goto done;
     }
