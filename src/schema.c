@@ -2096,8 +2096,8 @@ static int find_cycle(compiler_t *c, node_t *n, unsigned char *color, size_t dep
         return mizan_err_set(c->err, "%s: $ref cycle: this schema refers back to itself without looking into "
                                      "the value, so validating through it would never end",
                              n->where);
-    if (depth > 100000)
-        return mizan_err_set(c->err, "%s: $ref chain too long", n->where);
+    if (depth > 10000)
+        return mizan_err_set(c->err, "%s: chain of $ref/allOf/anyOf/oneOf longer than 10000 schemas", n->where);
     color[n->index] = 1;
     inplace_iter_t it = {n, 0};
     node_t *next;
