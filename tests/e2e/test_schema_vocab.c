@@ -55,7 +55,7 @@ static mz_gw_t *start_with(const mz_upstream_t *u, const char *extra)
                           "   \"upstream\": {\"service\": \"api\", \"method\": \"POST\", \"path\": \"/_test/echo/orders\"}},"
                           "  {\"name\": \"page_of\", \"input_schema\": {\"type\": \"object\", \"properties\": {"
                           "     \"x\": {\"anyOf\": [{\"type\": \"integer\"}, {\"type\": \"null\"}]}, \"y\": {\"type\": \"integer\"}}},"
-                          "   \"upstream\": {\"service\": \"api\", \"path\": \"/_test/echo/page\"}}],"
+                          "   \"upstream\": {\"service\": \"api\", \"path\": \"/_test/echo/page\", \"identity\": false}}],"
                           " \"contexts\": [{\"name\": \"page\", \"ttl\": 0, \"functions\": [\"page_of\"],"
                           "   \"params_schema\": {\"type\": \"object\", \"additionalProperties\": false,"
                           "     \"$defs\": {\"PageNo\": {\"type\": \"integer\", \"minimum\": 1}},"
