@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "params.h"
 #include "schema.h"
 
 static json_t *parse(const char *text)
@@ -192,5 +193,34 @@ Test(schema_vocab, shared_across_threads)
         pthread_join(t[i], NULL);
         cr_assert_eq(a[i].bad, 0);
     }
+    mizan_schema_free(s);
+}
+
+/* Auto-scoping reads a mutation's argument by the same types the query
+ * string is coerced with, also when they come through anyOf or $ref. */
+Test(schema_vocab, canonical_params_through_any_of)
+{
+    mizan_schema_t *s = compile_ok("{\"type\": \"object\", \"additionalProperties\": false,"
+                                   " \"$defs\": {\"P\": {\"type\": \"integer\", \"minimum\": 1}},"
+                                   " \"properties\": {\"x\": {\"anyOf\": [{\"type\": \"integer\"}, {\"type\": \"null\"}]},"
+                                   "  \"y\": {\"$ref\": \"#/$defs/P\"}}}");
+    const json_t *tx = mizan_schema_property_types(s, "x");
+    const json_t *ty = mizan_schema_property_types(s, "y");
+    json_t *q = mizan_params_coerce(tx, "5");
+    cr_assert(json_is_integer(q) && json_integer_value(q) == 5);
+    json_decref(q);
+    q = mizan_params_coerce(tx, "");
+    cr_assert(json_is_null(q));
+    json_decref(q);
+    json_t *arg = json_real(5.0);
+    json_t *c = mizan_params_canonical(tx, arg);
+    cr_assert(json_is_integer(c) && json_integer_value(c) == 5, "12.0-style reals name the integer");
+    json_decref(c);
+    json_decref(arg);
+    arg = json_string("7");
+    c = mizan_params_canonical(ty, arg);
+    cr_assert(json_is_integer(c) && json_integer_value(c) == 7);
+    json_decref(c);
+    json_decref(arg);
     mizan_schema_free(s);
 }
