@@ -1,16 +1,21 @@
 /*
- * schema.c - the input validator: compiles the JSON Schema subset of
- * PROTOCOL.md section 4 into a tree of immutable nodes, and validates
- * instances against it, reporting every violation as a protocol error entry
- * and filling in defaults when the instance is valid.
+ * schema.c - the input validator: compiles JSON Schema (draft-07 and
+ * 2020-12) into a graph of immutable nodes, one per schema position, and
+ * validates instances against it within a work budget, reporting every
+ * violation as a protocol error entry and filling in defaults when the
+ * instance is valid.
  *
  * Layout of this file: numbers (decimal form, comparison), JSON Schema
- * equality and hashing, the compiler, PCRE2 matching, the validator, the
- * default filler, and the public entry points.
+ * equality and the canonical encoding (uniqueItems), small hash tables,
+ * URIs, the compiled graph, the compiler (walk, keywords, $ref resolution,
+ * cycle check, param types), PCRE2 matching, the validator (violation
+ * records, annotations for unevaluated*, checks, applicators), the default
+ * filler, and the public entry points.
  *
- * The compiled tree points into the source JSON (property names, enum and
- * const values, defaults, bounds) instead of copying it; the schema holds a
- * reference to the source and nobody modifies it after compilation, so the
+ * The compiled graph points into the source JSON (property names, enum and
+ * const values, defaults, bounds) and into the documents read from the
+ * schema directory, instead of copying them; the schema holds references
+ * to all of them and nobody modifies them after compilation, so the
  * pointers stay valid and reading them from many threads is safe.
  */
 #include "schema.h"
