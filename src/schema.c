@@ -2367,7 +2367,8 @@ typedef struct vctx {
     bool oom;                /* an allocation failed */
     bool too_costly;         /* a pattern hit its limits in this call */
     int64_t budget;          /* work units left (see MIZAN_SCHEMA_BUDGET) */
-    bool exhausted;          /* the budget ran out: validation stopped */
+    bool exhausted;          /* validation stopped: the budget ran out, or ... */
+    bool costly_stop;        /* ... a pattern was too costly while a branch was tried */
     size_t eval_depth;       /* nesting of validate_node calls */
     size_t depth;            /* entries used in loc */
     seg_t loc[LOC_MAX];
@@ -2680,6 +2681,13 @@ static int regex_test(vctx_t *v, pcre2_code *re, const char *str, size_t len, co
     case MATCH_TOO_COSTLY:
         v->too_costly = true;
         report(v, type, "pattern too costly to evaluate on this value");
+        if (v->quiet > 0) {
+            /* A branch being tried (anyOf, not, if...) cannot be decided,
+             * and its verdict would decide others: stop, and refuse the
+             * whole value (see mizan_schema_validate). */
+            v->exhausted = true;
+            v->costly_stop = true;
+        }
         return -1;
     default:
         report(v, type, "pattern could not be evaluated on this value");
@@ -3594,8 +3602,11 @@ int mizan_schema_validate(const mizan_schema_t *s, json_t *instance, const char 
         /* Refused as a whole: what was found so far stays listed, and one
          * entry at the root says why the rest was not looked at. */
         v->depth = 0;
-        report(v, "budget", "validation too costly: this input needs more work to validate than one request "
-                            "may spend");
+        if (v->costly_stop)
+            report(v, "pattern", "pattern too costly to evaluate on this value");
+        else
+            report(v, "budget", "validation too costly: this input needs more work to validate than one request "
+                                "may spend");
         if (v->oom)
             goto done;
     }

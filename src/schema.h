@@ -184,7 +184,9 @@ const json_t *mizan_schema_source(const mizan_schema_t *s);
  * steps per value; each try is charged its whole limit. A value that hits
  * the per-value limit (or the depth or heap limit) is reported invalid,
  * type "pattern", msg "pattern too costly to evaluate on this value", and
- * no further pattern of that call is evaluated; many strings each just
+ * no further pattern of that call is evaluated (inside a branch being
+ * tried, of anyOf, oneOf, not, if or contains, the whole value is refused
+ * with that entry at the root: the branch's verdict cannot be known); many strings each just
  * under the per-value limit exhaust the request's budget instead.
  *
  * uniqueItems encodes every item canonically (numbers by value, object

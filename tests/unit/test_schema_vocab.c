@@ -224,3 +224,21 @@ Test(schema_vocab, canonical_params_through_any_of)
     json_decref(arg);
     mizan_schema_free(s);
 }
+
+/* A pattern too costly inside a branch being tried never turns into a
+ * verdict: the value is refused. */
+Test(schema_vocab, costly_pattern_in_a_branch_refuses)
+{
+    char schema[] = "{\"not\": {\"pattern\": \"(a+)+$\"}}";
+    char inst[64];
+    inst[0] = '"';
+    memset(inst + 1, 'a', 40);
+    memcpy(inst + 41, "b\"", 3);
+    int n = 0;
+    const char *e = errors_of(schema, inst, &n);
+    cr_assert_eq(n, 1, "%s", e);
+    cr_assert(strstr(e, "too costly") != NULL, "%s", e);
+    e = errors_of("{\"anyOf\": [{\"pattern\": \"(a+)+$\"}, {\"type\": \"string\"}]}", inst, &n);
+    cr_assert_eq(n, 1, "%s", e);
+    cr_assert(strstr(e, "too costly") != NULL, "%s", e);
+}
