@@ -1199,7 +1199,9 @@ static pcre2_code *compile_regex(compiler_t *c, const json_t *v)
         oom(c);
         return NULL;
     }
-    uint32_t options = PCRE2_UTF | PCRE2_DOLLAR_ENDONLY | PCRE2_ALT_BSUX | PCRE2_NEVER_BACKSLASH_C;
+    /* ECMA-262: [] matches nothing and [^] any character. */
+    uint32_t options =
+        PCRE2_UTF | PCRE2_DOLLAR_ENDONLY | PCRE2_ALT_BSUX | PCRE2_NEVER_BACKSLASH_C | PCRE2_ALLOW_EMPTY_CLASS;
     int errcode = 0;
     PCRE2_SIZE erroffset = 0;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, plen, options, &errcode, &erroffset, NULL);

@@ -202,7 +202,29 @@ static bool atext(char c)
            (unsigned char)c >= 0x80;
 }
 
+/* A host name whose labels may also hold UTF-8 (U-labels), for idn-email. */
+static bool check_idn_host(const char *s, size_t len)
+{
+    if (len == 0 || len > 253 || s[0] == '.' || s[len - 1] == '.' || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80 && !is_alpha((char)c) && !is_digit((char)c) && c != '-' && c != '.')
+            return false;
+        if (c == '.' && s[i + 1] == '.')
+            return false;
+    }
+    return true;
+}
+
+static bool check_email_as(const char *s, size_t len, bool idn);
+
 static bool check_email(const char *s, size_t len)
+{
+    return check_email_as(s, len, false);
+}
+
+static bool check_email_as(const char *s, size_t len, bool idn)
 {
     size_t at = len;
     size_t p = 0;
@@ -239,7 +261,7 @@ static bool check_email(const char *s, size_t len)
             return check_ipv6(d + 6, dl - 7);
         return check_ipv4(d + 1, dl - 2);
     }
-    return check_hostname(d, dl);
+    return idn ? check_idn_host(d, dl) : check_hostname(d, dl);
 }
 
 static bool check_uuid(const char *s, size_t len)
@@ -287,8 +309,20 @@ static bool check_authority(const char *s, size_t len, bool iri)
         if (close == NULL)
             return false;
         size_t il = (size_t)(close - h) - 1;
-        if (!check_ipv6(h + 1, il))
+        bool future = il > 3 && (h[1] == 'v' || h[1] == 'V') && is_hex(h[2]);
+        if (future) {
+            /* IPvFuture: "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+            size_t k = 2;
+            while (k <= il && is_hex(h[k]))
+                k++;
+            if (k > il || h[k] != '.' || k + 1 > il)
+                return false;
+            for (k++; k <= il; k++)
+                if (!is_alpha(h[k]) && !is_digit(h[k]) && strchr("-._~!$&'()*+,;=:", h[k]) == NULL)
+                    return false;
+        } else if (!check_ipv6(h + 1, il)) {
             return false;
+        }
         port = (size_t)(close - h) + 1;
         if (port < hl && h[port] != ':')
             return false;
@@ -385,11 +419,145 @@ static bool check_relative_json_pointer(const char *s, size_t len)
     return check_json_pointer(s + i, len - i);
 }
 
+/* RFC 3339 appendix A duration: P(date[T time] | T time | nW), each part
+ * digits and a designator, date as Y[M[D]] | M[D] | D, time as H[M[S]] |
+ * M[S] | S. */
+static bool check_duration(const char *s, size_t len)
+{
+    if (len < 3 || s[0] != 'P')
+        return false;
+    size_t p = 1;
+    /* One component: digits, then its designator. */
+    char units[8];
+    size_t nunits = 0;
+    bool in_time = false, time_seen = false;
+    while (p < len) {
+        if (s[p] == 'T') {
+            if (in_time)
+                return false;
+            in_time = time_seen = true;
+            p++;
+            units[nunits++] = 'T';
+            if (p == len)
+                return false;
+            continue;
+        }
+        size_t start = p;
+        while (p < len && is_digit(s[p]))
+            p++;
+        if (p == start || p == len || nunits >= sizeof(units))
+            return false;
+        char u = s[p++];
+        if (in_time ? strchr("HMS", u) == NULL : strchr("YMDW", u) == NULL)
+            return false;
+        units[nunits++] = in_time ? (char)(u | 0x20) : u; /* time units lower case: m is minutes */
+    }
+    (void)time_seen;
+    /* The sequence must be one of the grammar's. */
+    char seq[9];
+    memcpy(seq, units, nunits);
+    seq[nunits] = '\0';
+    static const char *const dates[] = {"", "Y", "YM", "YMD", "M", "MD", "D"};
+    static const char *const times[] = {"h", "hm", "hms", "m", "ms", "s"};
+    if (strcmp(seq, "W") == 0)
+        return true;
+    char *t = strchr(seq, 'T');
+    if (t != NULL)
+        *t++ = '\0';
+    bool date_ok = false, time_ok = t == NULL;
+    for (size_t i = 0; i < sizeof(dates) / sizeof(dates[0]); i++)
+        date_ok = date_ok || strcmp(seq, dates[i]) == 0;
+    for (size_t i = 0; t != NULL && i < sizeof(times) / sizeof(times[0]); i++)
+        time_ok = time_ok || strcmp(t, times[i]) == 0;
+    return date_ok && time_ok && !(seq[0] == '\0' && t == NULL);
+}
+
+/* RFC 6570 URI Template: literals, and expressions {[op]varspec,...}. */
+static bool check_uri_template(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '{') {
+            size_t p = i + 1;
+            if (p < len && strchr("+#./;?&=,!@|", s[p]) != NULL && s[p] != '\0')
+                p++;
+            for (;;) {
+                /* varname: varchar *(["."] varchar) */
+                size_t start = p;
+                bool dot = false;
+                while (p < len) {
+                    if (is_alpha(s[p]) || is_digit(s[p]) || s[p] == '_') {
+                        dot = false;
+                        p++;
+                    } else if (s[p] == '%' && p + 2 < len && is_hex(s[p + 1]) && is_hex(s[p + 2])) {
+                        dot = false;
+                        p += 3;
+                    } else if (s[p] == '.' && p > start && !dot) {
+                        dot = true;
+                        p++;
+                    } else {
+                        break;
+                    }
+                }
+                if (p == start || dot || p >= len)
+                    return false;
+                if (s[p] == ':') {
+                    size_t d = ++p;
+                    while (p < len && is_digit(s[p]))
+                        p++;
+                    if (p == d || p - d > 4 || s[d] == '0')
+                        return false;
+                } else if (s[p] == '*') {
+                    p++;
+                }
+                if (p >= len)
+                    return false;
+                if (s[p] == ',') {
+                    p++;
+                    continue;
+                }
+                if (s[p] != '}')
+                    return false;
+                break;
+            }
+            i = p;
+        } else if (c == '%') {
+            if (i + 2 >= len || !is_hex(s[i + 1]) || !is_hex(s[i + 2]))
+                return false;
+            i += 2;
+        } else if (c <= 0x20 || c == 0x7f || strchr("\"<>\\^`|}", (char)c) != NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* An ECMA-262 regular expression: what PCRE2 compiles in the validator's
+ * flavour, less the syntax ECMA-262 lacks (Python's (?P...), comment
+ * groups, global inline flags, the \a escape). */
 static bool check_regex(const char *s, size_t len)
 {
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (s[i] == '\\') {
+            if (s[i + 1] == 'a')
+                return false;
+            i++;
+            continue;
+        }
+        if (s[i] == '(' && s[i + 1] == '?' && i + 2 < len) {
+            if (s[i + 2] == 'P' || s[i + 2] == '#')
+                return false;
+            size_t k = i + 2;
+            while (k < len && (is_alpha(s[k]) || s[k] == '-'))
+                k++;
+            if (k > i + 2 && k < len && s[k] == ')')
+                return false;
+        }
+    }
     int errcode;
     PCRE2_SIZE erroffset;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)s, len, PCRE2_UTF | PCRE2_ALT_BSUX | PCRE2_NEVER_BACKSLASH_C,
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)s, len,
+                                   PCRE2_UTF | PCRE2_ALT_BSUX | PCRE2_NEVER_BACKSLASH_C | PCRE2_ALLOW_EMPTY_CLASS,
                                    &errcode, &erroffset, NULL);
     if (re == NULL)
         return false;
@@ -405,8 +573,10 @@ bool mizan_schema_format_check(const char *format, const char *str, size_t len)
         return check_date(str, len);
     if (strcmp(format, "time") == 0)
         return check_time(str, len);
-    if (strcmp(format, "email") == 0 || strcmp(format, "idn-email") == 0)
+    if (strcmp(format, "email") == 0)
         return check_email(str, len);
+    if (strcmp(format, "idn-email") == 0)
+        return check_email_as(str, len, true);
     if (strcmp(format, "ipv4") == 0)
         return check_ipv4(str, len);
     if (strcmp(format, "ipv6") == 0)
@@ -429,5 +599,9 @@ bool mizan_schema_format_check(const char *format, const char *str, size_t len)
         return check_relative_json_pointer(str, len);
     if (strcmp(format, "regex") == 0)
         return check_regex(str, len);
+    if (strcmp(format, "duration") == 0)
+        return check_duration(str, len);
+    if (strcmp(format, "uri-template") == 0)
+        return check_uri_template(str, len);
     return true;
 }
