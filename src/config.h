@@ -69,6 +69,9 @@ typedef struct mizan_config {
     bool validate_output;      /**< check results against declared output schemas */
     size_t compress_min_bytes; /**< bodies longer than this are gzipped when accepted */
     int compress_level;        /**< zlib level 1..9; 0: never compress */
+    char *schema_dir;          /**< "schemas.dir": local documents for $ref (absolute), or NULL */
+    char *schema_base_uri;     /**< "schemas.base_uri": URI prefix naming them, or NULL: default */
+    bool format_assertion;     /**< "schemas.format_assertion": "format" is asserted */
 } mizan_config_t;
 
 /**

@@ -382,6 +382,10 @@ static int finish_context(mizan_registry_t *reg, mizan_context_t *c, mizan_err_t
     json_t *props = json_object_get(src, "properties");
     for (size_t i = 0; i < c->nparams; i++) {
         json_t *t = json_object_get(json_object_get(props, c->param_names[i]), "type");
+        /* Without a "type" (a $ref, an anyOf of scalar schemas): the types
+         * the compiled schema lets through, in coercion order. */
+        if (t == NULL)
+            t = (json_t *)mizan_schema_property_types(c->params, c->param_names[i]);
         bool ok = json_is_string(t) && param_type_allowed(json_string_value(t));
         if (json_is_array(t) && json_array_size(t) > 0) {
             ok = true;

@@ -24,7 +24,7 @@ set(MIZAN_FUZZ_SECONDS 10 CACHE STRING "Seconds each fuzz.<name> ctest test fuzz
 # target name -> the src/*.c files it needs besides src/error.c
 set(MIZAN_FUZZ_query  request.c)
 set(MIZAN_FUZZ_body   request.c)
-set(MIZAN_FUZZ_schema schema.c request.c)
+set(MIZAN_FUZZ_schema schema.c schema_format.c request.c)
 set(MIZAN_FUZZ_token  token.c)
 set(MIZAN_FUZZ_jcs    jcs.c)
 set(MIZAN_FUZZ_config config.c log.c cors.c)
