@@ -49,6 +49,8 @@ export interface ClientOptions {
   reconnect?: ReconnectOptions;
   /** "auto" (default): EventSource in browsers when no header is needed, else a streaming fetch. */
   eventTransport?: "auto" | "fetch" | "eventsource";
+  /** Listen to the gateway's event stream while subscriptions are live (default true). */
+  events?: boolean;
   /** Observer of every invalidation the client acts on (from a mutation or an event). */
   onInvalidate?: (target: InvalidationTarget, source: "mutation" | "event") => void;
 }
@@ -409,6 +411,7 @@ class Client {
     queueMicrotask(() => {
       this.streamSync = false;
       if (this.closed) return;
+      if (this.opts.events === false) return;
       this.stream.setContexts([...new Set([...this.live.values()].map((l) => l.name))]);
     });
   }
