@@ -58,7 +58,7 @@ static const field_t fields[] = {
 
 /* Members of the top-level object that are not in `fields`. */
 static const char *sections[] = {"listen", "log_level", "token", "cache", "modules",
-                                 "upstreams", "functions", "contexts", NULL};
+                                 "upstreams", "functions", "contexts", "cors", NULL};
 
 static char *dup_or_null(const char *s)
 {
@@ -500,7 +500,8 @@ int mizan_config_load(mizan_config_t *cfg, const char *path, const char *exe_dir
     }
     if (read_token(cfg, json_object_get(root, "token"), err) < 0 ||
         read_cache(cfg, json_object_get(root, "cache"), err) < 0 ||
-        read_modules(cfg, json_object_get(root, "modules"), exe_dir, err) < 0)
+        read_modules(cfg, json_object_get(root, "modules"), exe_dir, err) < 0 ||
+        mizan_cors_parse(&cfg->cors, json_object_get(root, "cors"), path, err) < 0)
         goto done;
     /* Declared upstream functions and contexts are checked by upstream.c. */
     cfg->upstreams = json_deep_copy(json_object_get(root, "upstreams"));
@@ -532,6 +533,7 @@ void mizan_config_deinit(mizan_config_t *cfg)
     json_decref(cfg->upstreams);
     json_decref(cfg->functions);
     json_decref(cfg->contexts);
+    mizan_cors_deinit(&cfg->cors);
     OPENSSL_cleanse(cfg->cache_secret, sizeof(cfg->cache_secret));
     OPENSSL_cleanse(&cfg->tokens, sizeof(cfg->tokens));
     memset(cfg, 0, sizeof(*cfg));

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "cors.h"
 #include "error.h"
 #include "token.h"
 
@@ -62,6 +63,7 @@ typedef struct mizan_config {
     json_t *upstreams;         /**< "upstreams" object as written (owned), or NULL */
     json_t *functions;         /**< "functions" array declared in the config (owned), or NULL */
     json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
+    mizan_cors_t cors;         /**< cross-origin policy (cors.c) */
 } mizan_config_t;
 
 /**

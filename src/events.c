@@ -14,6 +14,7 @@
 #include <event2/http.h>
 
 #include "conn.h"
+#include "cors.h"
 #include "log.h"
 #include "request.h"
 
@@ -315,6 +316,7 @@ void mizan_events_handle(mizan_exchange_t *ex)
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Request-Id", ex->rid);
     evhttp_add_header(h, "X-Accel-Buffering", "no");
+    mizan_cors_headers(&cfg->cors, ex->req);
     ex->route = "events";
     cl->req = mizan_exchange_detach(ex);
     cl->evcon = evhttp_request_get_connection(cl->req);

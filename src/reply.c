@@ -11,6 +11,7 @@
 #include <event2/http.h>
 
 #include "conn.h"
+#include "cors.h"
 #include "gateway.h"
 #include "log.h"
 
@@ -48,6 +49,7 @@ static const char *reason_phrase(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -69,10 +71,11 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
     if (req == NULL)
         return;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    if (evhttp_find_header(h, "Content-Type") == NULL)
+    if (evhttp_find_header(h, "Content-Type") == NULL && status != 204)
         evhttp_add_header(h, "Content-Type", "application/json");
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Request-Id", ex->rid);
+    mizan_cors_headers(&ex->loop->gw->cfg.cors, req);
     if (atomic_load(&ex->loop->gw->draining))
         evhttp_add_header(h, "Connection", "close");
     struct evbuffer *buf = evbuffer_new();

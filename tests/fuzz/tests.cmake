@@ -27,7 +27,7 @@ set(MIZAN_FUZZ_body   request.c)
 set(MIZAN_FUZZ_schema schema.c request.c)
 set(MIZAN_FUZZ_token  token.c)
 set(MIZAN_FUZZ_jcs    jcs.c)
-set(MIZAN_FUZZ_config config.c log.c)
+set(MIZAN_FUZZ_config config.c log.c cors.c)
 set(MIZAN_FUZZ_TARGETS query body schema token jcs config)
 
 if(CMAKE_C_COMPILER_ID STREQUAL "Clang" AND NOT MIZAN_SANITIZE STREQUAL "thread")
@@ -51,7 +51,7 @@ foreach(name IN LISTS MIZAN_FUZZ_TARGETS)
   target_compile_definitions(fuzz_${name} PRIVATE _GNU_SOURCE
     MIZAN_INSTALL_MODULE_DIR="${CMAKE_INSTALL_FULL_LIBDIR}/mizan/modules")
   target_link_libraries(fuzz_${name} PRIVATE
-    PkgConfig::JANSSON PkgConfig::PCRE2 OpenSSL::Crypto Threads::Threads m)
+    PkgConfig::JANSSON PkgConfig::PCRE2 PkgConfig::LIBEVENT OpenSSL::Crypto Threads::Threads m)
   mizan_warnings(fuzz_${name})
 
   set(corpus ${MIZAN_FUZZ_DIR}/corpus/${name})
