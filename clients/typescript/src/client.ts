@@ -145,6 +145,17 @@ interface Envelope {
   headers: Headers;
 }
 
+/* Runs a listener; its exception is reported, never allowed to stop the client. */
+function guard(fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    const report = (globalThis as { reportError?: (e: unknown) => void }).reportError;
+    if (typeof report === "function") report(e);
+    else console.error(e);
+  }
+}
+
 function trimSlash(s: string): string {
   return s.replace(/\/+$/, "");
 }
@@ -192,7 +203,6 @@ class Client {
         },
         onGap: () => this.refetchAll(),
         onError: (e) => {
-          this.stats.streamConnected = false;
           // A refused stream (401/403/404) is worth telling the subscribers.
           if (e instanceof MizanError) {
             for (const l of this.live.values()) for (const s of l.listeners) s.onError?.(e);
@@ -365,12 +375,12 @@ class Client {
         if (this.live.get(l.key) !== l) return;
         l.latest = b;
         l.canonical = canonicalParams(b.params);
-        for (const s of [...l.listeners]) s.onBundle(b);
+        for (const s of [...l.listeners]) guard(() => s.onBundle(b));
       },
       (e: unknown) => {
         if (this.live.get(l.key) !== l) return;
         const err = e instanceof Error ? e : new Error(String(e));
-        for (const s of [...l.listeners]) s.onError?.(err);
+        for (const s of [...l.listeners]) guard(() => s.onError?.(err));
       },
     ).finally(() => {
       l.inflight = false;

@@ -331,7 +331,11 @@ export class EventStream {
     this.connected = false;
     this.clearWatchdog();
     this.gap = true;
-    this.cb.onError(err);
+    try {
+      this.cb.onError(err);
+    } catch {
+      /* an observer's failure must not stop reconnection */
+    }
     if (this.stopped || this.contexts.length === 0) return;
     const ceiling = Math.min(this.maxMs, this.baseMs * 2 ** Math.min(this.attempt, 30));
     const delay = ceiling / 2 + Math.random() * (ceiling / 2);
