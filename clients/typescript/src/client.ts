@@ -55,10 +55,29 @@ export interface ClientOptions {
   onInvalidate?: (target: InvalidationTarget, source: "mutation" | "event") => void;
 }
 
+/** What one function's entry says (kind, args and result types). */
+export interface FunctionSpec {
+  kind: "query" | "mutation";
+  args: unknown;
+  result: unknown;
+}
+/** What one context's entry says (params and data types). */
+export interface ContextSpec {
+  params: unknown;
+  data: unknown;
+}
 /** Function name -> kind, args and result types (the generated `Functions`). */
-export type FunctionMap = Record<string, { kind: "query" | "mutation"; args: unknown; result: unknown }>;
+export type FunctionMap = Record<string, FunctionSpec>;
 /** Context name -> params and data types (the generated `Contexts`). */
-export type ContextMap = Record<string, { params: unknown; data: unknown }>;
+export type ContextMap = Record<string, ContextSpec>;
+/**
+ * The constraints on the type parameters: every member a FunctionSpec or
+ * ContextSpec. Mapped over F itself, so that a generated `interface
+ * Functions {...}` (which has no index signature) is accepted as well as a
+ * FunctionMap.
+ */
+export type FunctionsOf<F> = { [K in keyof F]: FunctionSpec };
+export type ContextsOf<C> = { [K in keyof C]: ContextSpec };
 
 /** An error object of a bundle's `errors` or of the envelope. */
 export interface ErrorBody {
@@ -82,7 +101,7 @@ type AllOptional<T> = {} extends T ? true : false;
 /** The rest-arguments of call(): optional exactly when nothing is required. */
 export type CallArgs<A> = AllOptional<A> extends true ? [args?: A] : [args: A];
 
-export interface MizanClient<F extends FunctionMap = FunctionMap, C extends ContextMap = ContextMap> {
+export interface MizanClient<F extends FunctionsOf<F> = FunctionMap, C extends ContextsOf<C> = ContextMap> {
   /** Calls one function; a mutation's invalidations refetch what they name. */
   call<N extends keyof F & string>(name: N, ...args: CallArgs<F[N]["args"]>): Promise<F[N]["result"]>;
   /** Fetches a context bundle (identical requests in flight share one fetch). */
@@ -434,7 +453,9 @@ class Client {
 }
 
 /** A client for one gateway. F and C come from the generated file. */
-export function createClient<F extends FunctionMap = FunctionMap, C extends ContextMap = ContextMap>(o: ClientOptions): MizanClient<F, C> {
+export function createClient<F extends FunctionsOf<F> = FunctionMap, C extends ContextsOf<C> = ContextMap>(
+  o: ClientOptions,
+): MizanClient<F, C> {
   const c = new Client(o);
   // The stream's counters are read through the stats object.
   const stream = (c as unknown as { stream: EventStream }).stream;
