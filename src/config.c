@@ -58,7 +58,7 @@ static const field_t fields[] = {
 
 /* Members of the top-level object that are not in `fields`. */
 static const char *sections[] = {"listen", "log_level", "token", "cache", "modules",
-                                 "upstreams", "functions", "contexts", "cors", NULL};
+                                 "upstreams", "functions", "contexts", "cors", "validate_output", NULL};
 
 static char *dup_or_null(const char *s)
 {
@@ -503,6 +503,12 @@ int mizan_config_load(mizan_config_t *cfg, const char *path, const char *exe_dir
         read_modules(cfg, json_object_get(root, "modules"), exe_dir, err) < 0 ||
         mizan_cors_parse(&cfg->cors, json_object_get(root, "cors"), path, err) < 0)
         goto done;
+    json_t *vo = json_object_get(root, "validate_output");
+    if (vo != NULL && !json_is_boolean(vo)) {
+        mizan_err_set(err, "%s: field \"validate_output\" must be true or false", path);
+        goto done;
+    }
+    cfg->validate_output = json_is_true(vo);
     /* Declared upstream functions and contexts are checked by upstream.c. */
     cfg->upstreams = json_deep_copy(json_object_get(root, "upstreams"));
     cfg->functions = json_deep_copy(json_object_get(root, "functions"));

@@ -64,6 +64,7 @@ typedef struct mizan_config {
     json_t *functions;         /**< "functions" array declared in the config (owned), or NULL */
     json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
     mizan_cors_t cors;         /**< cross-origin policy (cors.c) */
+    bool validate_output;      /**< check results against declared output schemas */
 } mizan_config_t;
 
 /**

@@ -32,6 +32,7 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
         return -1;
     mizan_log_setup((mizan_log_level_t)gw->cfg.log_level, gw->cfg.instance);
     mizan_registry_init(&gw->reg, gw->cfg.function_timeout_ms);
+    gw->reg.validate_output = gw->cfg.validate_output;
     if (mizan_modules_load(&gw->reg, &gw->cfg, &gw->mods, &gw->nmods, err) < 0)
         return -1;
     if (mizan_upstream_register(gw, err) < 0)

@@ -34,6 +34,8 @@ static void function_free(mizan_function_t *f)
     free(f->name);
     json_decref(f->schema_src);
     mizan_schema_free(f->schema);
+    json_decref(f->output_src);
+    mizan_schema_free(f->output);
     free_strv(f->arg_names, f->nargs);
     mizan_auth_deinit(&f->auth);
     free_strv(f->invalidates, f->ninvalidates);
@@ -166,6 +168,8 @@ int mizan_module_add_function(mizan_module_t *m, const mizan_function_def_t *def
         return pending(reg, mod->name, "out of memory");
     if ((f->schema_src = parse_def_json(def->input_schema, "{\"type\":\"object\"}", &err)) == NULL)
         return pending(reg, mod->name, "function \"%s\": input_schema: %s", name, err.msg);
+    if (def->output_schema != NULL && (f->output_src = parse_def_json(def->output_schema, NULL, &err)) == NULL)
+        return pending(reg, mod->name, "function \"%s\": output_schema: %s", name, err.msg);
     if (def->auth_fn != NULL) {
         f->auth.kind = MIZAN_AUTH_NATIVE;
         f->auth.fn = def->auth_fn;
@@ -283,6 +287,9 @@ static int finish_function(mizan_registry_t *reg, mizan_function_t *f, mizan_err
         return mizan_err_set(err, "function \"%s\": input schema: %s", f->name, serr.msg);
     if (property_names(f->schema_src, &f->arg_names, &f->nargs) < 0)
         return mizan_err_set(err, "out of memory");
+    if (f->output_src != NULL && (f->output = mizan_schema_compile(f->output_src, &serr)) == NULL)
+        return mizan_err_set(err, "function \"%s\": output schema: %s", f->name, serr.msg);
+    f->check_output = f->output != NULL && reg->validate_output;
     f->open_args = allows_extra(f->schema_src);
     if (f->auth.kind == MIZAN_AUTH_NATIVE)
         f->auth.fn_data = f->module->data;
@@ -447,6 +454,8 @@ json_t *mizan_registry_to_json(const mizan_registry_t *reg)
         json_decref(inv);
         if (o != NULL && f->description != NULL)
             json_object_set_new(o, "description", json_string(f->description));
+        if (o != NULL)
+            json_object_set(o, "output_schema", f->output_src != NULL ? f->output_src : json_null());
         json_object_set_new(fns, f->name, o);
     }
     for (size_t i = 0; i < reg->nctxs; i++) {
@@ -460,5 +469,6 @@ json_t *mizan_registry_to_json(const mizan_registry_t *reg)
             json_object_set_new(o, "description", json_string(c->description));
         json_object_set_new(ctxs, c->name, o);
     }
-    return json_pack("{s:i, s:o, s:o}", "protocol", 1, "functions", fns, "contexts", ctxs);
+    return json_pack("{s:i, s:i, s:o, s:o}", "version", MIZAN_SCHEMA_DOC_VERSION, "protocol", 1, "functions", fns,
+                     "contexts", ctxs);
 }

@@ -42,6 +42,9 @@ typedef struct mizan_function {
     mizan_kind_t kind;
     json_t *schema_src;           /**< input schema as declared */
     mizan_schema_t *schema;       /**< compiled */
+    json_t *output_src;           /**< output schema as declared, or NULL */
+    mizan_schema_t *output;       /**< compiled output schema, or NULL */
+    bool check_output;            /**< validate results against output (validate_output) */
     char **arg_names;             /**< declared properties, for context args */
     size_t nargs;
     bool open_args;               /**< schema allows additional properties */
@@ -83,7 +86,11 @@ typedef struct mizan_registry {
     int default_timeout_ms;
     json_t *pending_errors;   /**< registration errors reported at finish */
     char *schema_json;        /**< the schema endpoint's body, built once */
+    bool validate_output;     /**< check results against declared output schemas */
 } mizan_registry_t;
+
+/** Version of the shape of the schema document (docs/schema-document.md). */
+#define MIZAN_SCHEMA_DOC_VERSION 1
 
 void mizan_registry_init(mizan_registry_t *reg, int default_timeout_ms);
 void mizan_registry_deinit(mizan_registry_t *reg);
@@ -94,7 +101,10 @@ int mizan_registry_finish(mizan_registry_t *reg, mizan_err_t *err);
 const mizan_function_t *mizan_registry_function(const mizan_registry_t *reg, const char *name);
 const mizan_context_t *mizan_registry_context(const mizan_registry_t *reg, const char *name);
 
-/** The registry as JSON for the schema endpoint and --check-config (new reference). */
+/**
+ * The registry as JSON for the schema endpoint, --check-config and code
+ * generation (new reference): the document of docs/schema-document.md.
+ */
 json_t *mizan_registry_to_json(const mizan_registry_t *reg);
 
 /** True when name matches [A-Za-z_][A-Za-z0-9_.]*. */

@@ -810,8 +810,8 @@ static const char **string_list(const json_t *arr)
 static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, mizan_registry_t *reg, size_t i,
                          const json_t *obj, mizan_err_t *err)
 {
-    static const char *const allowed[] = {"name",       "kind",        "input_schema", "auth", "invalidates",
-                                          "timeout_ms", "description", "upstream",     NULL};
+    static const char *const allowed[] = {"name",       "kind",        "input_schema", "auth",          "invalidates",
+                                          "timeout_ms", "description", "upstream",     "output_schema", NULL};
     const char *file = cfg->file;
     char where[64];
     snprintf(where, sizeof(where), "functions[%zu].", i);
@@ -830,6 +830,10 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
     json_t *schema = json_object_get(obj, "input_schema");
     if (schema != NULL && !json_is_object(schema) && !json_is_boolean(schema))
         return mizan_err_set(err, "%s: field \"%sinput_schema\" must be a JSON Schema object", file, where);
+    json_t *output = json_object_get(obj, "output_schema");
+    if (output != NULL && !json_is_object(output) && !json_is_boolean(output))
+        return mizan_err_set(err, "%s: field \"%soutput_schema\" must be a JSON Schema (an object or a boolean)", file,
+                             where);
     json_t *auth = json_object_get(obj, "auth");
     mizan_auth_t a;
     mizan_err_t aerr = {{0}};
@@ -863,10 +867,11 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
         return -1;
 
     char *schema_text = schema != NULL ? dump(schema) : NULL;
+    char *output_text = output != NULL ? dump(output) : NULL;
     char *auth_text = auth != NULL ? dump(auth) : NULL;
     const char **invalidates = string_list(inv);
     int rc = -1;
-    if ((schema != NULL && schema_text == NULL) || (auth != NULL && auth_text == NULL) || invalidates == NULL) {
+    if ((schema != NULL && schema_text == NULL) || (output != NULL && output_text == NULL) || (auth != NULL && auth_text == NULL) || invalidates == NULL) {
         mizan_err_set(err, "out of memory");
         goto done;
     }
@@ -879,6 +884,7 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
         .handler = served_by_upstream,
         .timeout_ms = (int)timeout,
         .description = json_string_value(desc),
+        .output_schema = output_text,
     };
     size_t before = reg->nfns;
     if (mizan_module_add_function((mizan_module_t *)&ups->mod, &def) < 0 || reg->nfns != before + 1) {
@@ -891,6 +897,7 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
     rc = 0;
 done:
     free(schema_text);
+    free(output_text);
     free(auth_text);
     free(invalidates);
     return rc;

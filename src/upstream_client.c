@@ -227,6 +227,7 @@ static void finish(call_t *c)
     job->run_us = (long)((now_ms() - c->t0) * 1000);
     if (job->code == MIZAN_OK && job->result == NULL)
         job->result = json_null();
+    mizan_job_check_output(job);
     mizan_metrics_function(job->fn, job->run_us, job->code != MIZAN_OK);
     upstream_loop_t *ul = c->ul;
     if (c->prev != NULL)

@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /** ABI version a module is built against; checked when it is loaded. */
-#define MIZAN_ABI_VERSION 1
+#define MIZAN_ABI_VERSION 2
 
 /** Name of the symbol every module exports. */
 #define MIZAN_MODULE_INIT_SYMBOL "mizan_module_init"
@@ -165,6 +165,11 @@ typedef struct mizan_function_def {
     mizan_handler_fn handler;   /**< NULL: declared, answers NOT_IMPLEMENTED */
     int timeout_ms;             /**< deadline; 0: the configured default */
     const char *description;    /**< shown in the schema endpoint; may be NULL */
+    const char *output_schema;  /**< JSON Schema text of the result (same keyword
+                                     subset as input schemas); NULL: undeclared.
+                                     Published by the schema endpoint for client
+                                     code generation; results are checked against
+                                     it when the gateway runs with validate_output */
 } mizan_function_def_t;
 
 /** A context definition, copied by mizan_module_add_context(). */

@@ -260,7 +260,7 @@ Test(registry, empty_registry_finishes)
     finish_ok();
     cr_assert_null(mizan_registry_function(&reg, "x"));
     cr_assert_null(mizan_registry_context(&reg, "x"));
-    cr_assert_str_eq(reg.schema_json, "{\"contexts\":{},\"functions\":{},\"protocol\":1}");
+    cr_assert_str_eq(reg.schema_json, "{\"contexts\":{},\"functions\":{},\"protocol\":1,\"version\":1}");
 }
 
 Test(registry, registry_without_contexts_finishes)
@@ -856,18 +856,18 @@ Test(registry, to_json_shape)
     cr_assert_not_null(doc);
     json_error_t jerr;
     json_t *want = json_loads(
-        "{\"protocol\": 1,"
+        "{\"version\": 1, \"protocol\": 1,"
         " \"functions\": {"
         "  \"get_post\": {\"kind\": \"query\", \"input_schema\": " PARAMS_POST ", \"auth\": false,"
-        "   \"contexts\": [\"post\"], \"implemented\": true, \"timeout_ms\": 5000, \"description\": \"One post.\"},"
+        "   \"contexts\": [\"post\"], \"implemented\": true, \"timeout_ms\": 5000, \"output_schema\": null, \"description\": \"One post.\"},"
         "  \"list_posts\": {\"kind\": \"query\", \"input_schema\": {\"type\": \"object\"}, \"auth\": true,"
-        "   \"contexts\": [\"feed\", \"post\"], \"implemented\": true, \"timeout_ms\": 5000},"
+        "   \"contexts\": [\"feed\", \"post\"], \"implemented\": true, \"timeout_ms\": 5000, \"output_schema\": null},"
         "  \"nat\": {\"kind\": \"query\", \"input_schema\": {\"type\": \"object\"}, \"auth\": \"native\","
-        "   \"contexts\": [\"drafts\"], \"implemented\": true, \"timeout_ms\": 5000},"
+        "   \"contexts\": [\"drafts\"], \"implemented\": true, \"timeout_ms\": 5000, \"output_schema\": null},"
         "  \"ping\": {\"kind\": \"mutation\", \"input_schema\": {\"type\": \"object\"}, \"auth\": \"superuser\","
-        "   \"contexts\": [], \"implemented\": false, \"timeout_ms\": 5000, \"invalidates\": []},"
+        "   \"contexts\": [], \"implemented\": false, \"timeout_ms\": 5000, \"output_schema\": null, \"invalidates\": []},"
         "  \"update_post\": {\"kind\": \"mutation\", \"input_schema\": {\"type\": \"object\"},"
-        "   \"auth\": {\"perm\": \"blog.edit\"}, \"contexts\": [], \"implemented\": false, \"timeout_ms\": 250,"
+        "   \"auth\": {\"perm\": \"blog.edit\"}, \"contexts\": [], \"implemented\": false, \"timeout_ms\": 250, \"output_schema\": null,"
         "   \"invalidates\": [\"post\", \"feed\"]}},"
         " \"contexts\": {"
         "  \"drafts\": {\"params_schema\": {\"type\": \"object\", \"additionalProperties\": false},"

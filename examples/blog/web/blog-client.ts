@@ -4,70 +4,243 @@ import { createClient, type ClientOptions, type MizanClient } from "@mizan/clien
 export type FunctionName = "add" | "add_comment" | "boom" | "create_post" | "delete_post" | "echo" | "get_author" | "get_post" | "list_comments" | "list_drafts" | "list_posts" | "ping" | "publish_post" | "site_stats" | "sleep" | "slow_a" | "slow_b" | "slow_c" | "slow_d" | "update_post" | "whoami";
 export type ContextName = "drafts" | "fanout" | "feed" | "me" | "post";
 
-/** add (query) */
-export interface AddArgs { a: number; b: number }
-export type AddResult = number;
-/** add_comment (mutation) */
-export interface AddCommentArgs { post_id: number; text: string }
-export interface AddCommentResult { id: number; post_id: number; author: string; text: string }
-/** boom (query) */
-export interface BoomArgs {}
-export type BoomResult = unknown;
-/** create_post (mutation) */
-export interface CreatePostArgs { title: string; body: string; published?: boolean }
-export interface CreatePostResult { id: number; title: string; body: string; author: string; published: boolean }
-/** delete_post (mutation) */
-export interface DeletePostArgs { post_id: number }
-export interface DeletePostResult { deleted: number }
-/** echo (query) */
-export interface EchoArgs { value: unknown }
-export type EchoResult = unknown;
-/** get_author (query) */
-export interface GetAuthorArgs { post_id: number }
-export interface GetAuthorResult { name: string; posts: number }
-/** get_post (query) */
-export interface GetPostArgs { post_id: number }
-export interface GetPostResult { id: number; title: string; body: string; author: string; published: boolean }
-/** list_comments (query) */
-export interface ListCommentsArgs { post_id: number }
-export type ListCommentsResult = { id: number; post_id: number; author: string; text: string }[];
-/** list_drafts (query) */
-export interface ListDraftsArgs {}
-export type ListDraftsResult = { id: number; title: string; body: string; author: string; published: boolean }[];
-/** list_posts (query) */
-export interface ListPostsArgs { limit?: number }
-export type ListPostsResult = { id: number; title: string; body: string; author: string; published: boolean }[];
-/** ping (query) */
-export interface PingArgs {}
-export type PingResult = "pong";
-/** publish_post (mutation) */
-export interface PublishPostArgs { post_id: number }
-export interface PublishPostResult { id: number; title: string; body: string; author: string; published: boolean }
-/** site_stats (query) */
-export interface SiteStatsArgs {}
-export interface SiteStatsResult { posts: number; comments: number }
-/** sleep (query) */
-export interface SleepArgs { ms: number }
-export interface SleepResult { slept_ms: number }
-/** slow_a (query) */
-export interface SlowAArgs { ms: number }
-export interface SlowAResult { fn: string; slept_ms: number }
-/** slow_b (query) */
-export interface SlowBArgs { ms: number }
-export interface SlowBResult { fn: string; slept_ms: number }
-/** slow_c (query) */
-export interface SlowCArgs { ms: number }
-export interface SlowCResult { fn: string; slept_ms: number }
-/** slow_d (query) */
-export interface SlowDArgs { ms: number }
-export interface SlowDResult { fn: string; slept_ms: number }
-/** update_post (mutation) */
-export interface UpdatePostArgs { post_id: number; title?: string; body?: string }
-export interface UpdatePostResult { id: number; title: string; body: string; author: string; published: boolean }
-/** whoami (query) */
-export interface WhoamiArgs {}
-export interface WhoamiResult { sub: string; staff: boolean; superuser: boolean; perms: string[] }
+// ---- functions: args and result of each ----
 
+/** add (query): Adds two integers; a sum outside int64 is BAD_REQUEST. */
+export interface AddArgs {
+  /** @integer */
+  a: number;
+  /** @integer */
+  b: number;
+}
+export type AddResult = number;
+
+/** add_comment (mutation, auth true, invalidates post): Comments on a post as the caller. */
+export interface AddCommentArgs {
+  /** @integer @minimum 1 */
+  post_id: number;
+  /** @minLength 1 @maxLength 2000 */
+  text: string;
+}
+export interface AddCommentResult {
+  author: string;
+  /** @integer @minimum 1 */
+  id: number;
+  /** @integer @minimum 1 */
+  post_id: number;
+  text: string;
+}
+
+/** boom (query): Always fails with INTERNAL_ERROR. */
+export type BoomArgs = Record<string, never>;
+export type BoomResult = never;
+
+/** create_post (mutation, auth true, invalidates feed, drafts): Writes a new post as the caller. */
+export interface CreatePostArgs {
+  body: string;
+  /** @default true */
+  published?: boolean;
+  /** @minLength 1 @maxLength 200 */
+  title: string;
+}
+export interface CreatePostResult {
+  author: string;
+  body: string;
+  /** @integer @minimum 1 */
+  id: number;
+  published: boolean;
+  title: string;
+}
+
+/** delete_post (mutation, auth "staff", invalidates post, feed, drafts): Deletes a post and its comments. */
+export interface DeletePostArgs {
+  /** @integer @minimum 1 */
+  post_id: number;
+}
+export interface DeletePostResult {
+  /** @integer @minimum 1 */
+  deleted: number;
+}
+
+/** echo (query): Returns its value argument unchanged. */
+export interface EchoArgs {
+  /** any JSON value */
+  value: unknown;
+}
+export type EchoResult = unknown;
+
+/** get_author (query): A post's author and how many posts they have written. */
+export interface GetAuthorArgs {
+  /** @integer @minimum 1 */
+  post_id: number;
+}
+export interface GetAuthorResult {
+  name: string;
+  /** @integer @minimum 0 */
+  posts: number;
+}
+
+/** get_post (query): One post by id. */
+export interface GetPostArgs {
+  /** @integer @minimum 1 */
+  post_id: number;
+}
+export interface GetPostResult {
+  author: string;
+  body: string;
+  /** @integer @minimum 1 */
+  id: number;
+  published: boolean;
+  title: string;
+}
+
+/** list_comments (query): The comments of a post, oldest first. */
+export interface ListCommentsArgs {
+  /** @integer @minimum 1 */
+  post_id: number;
+}
+export type ListCommentsResult = {
+  author: string;
+  /** @integer @minimum 1 */
+  id: number;
+  /** @integer @minimum 1 */
+  post_id: number;
+  text: string;
+}[];
+
+/** list_drafts (query, auth {"perm":"blog.view_drafts"}): Unpublished posts, newest first. */
+export type ListDraftsArgs = Record<string, never>;
+export type ListDraftsResult = {
+  author: string;
+  body: string;
+  /** @integer @minimum 1 */
+  id: number;
+  published: boolean;
+  title: string;
+}[];
+
+/** list_posts (query): Published posts, newest first. */
+export interface ListPostsArgs {
+  /** @integer @minimum 1 @maximum 100 @default 20 */
+  limit?: number;
+}
+export type ListPostsResult = {
+  author: string;
+  body: string;
+  /** @integer @minimum 1 */
+  id: number;
+  published: boolean;
+  title: string;
+}[];
+
+/** ping (query): Answers "pong"; a liveness check for the function path. */
+export type PingArgs = Record<string, never>;
+export type PingResult = "pong";
+
+/** publish_post (mutation, auth {"perm":"blog.publish_post"}, invalidates post, feed, drafts): Publishes a draft. */
+export interface PublishPostArgs {
+  /** @integer @minimum 1 */
+  post_id: number;
+}
+export interface PublishPostResult {
+  author: string;
+  body: string;
+  /** @integer @minimum 1 */
+  id: number;
+  published: boolean;
+  title: string;
+}
+
+/** site_stats (query, auth "superuser"): How many posts and comments the blog holds. */
+export type SiteStatsArgs = Record<string, never>;
+export interface SiteStatsResult {
+  /** @integer @minimum 0 */
+  comments: number;
+  /** @integer @minimum 0 */
+  posts: number;
+}
+
+/** sleep (query): Sleeps ms milliseconds, then returns {"slept_ms": ms}. */
+export interface SleepArgs {
+  /** @integer @minimum 0 @maximum 10000 */
+  ms: number;
+}
+export interface SleepResult {
+  /** @integer @minimum 0 @maximum 10000 */
+  slept_ms: number;
+}
+
+/** slow_a (query): Sleeps ms milliseconds; one of the four fanout functions. */
+export interface SlowAArgs {
+  /** @integer @minimum 0 @maximum 10000 */
+  ms: number;
+}
+export interface SlowAResult {
+  fn: "slow_a" | "slow_b" | "slow_c" | "slow_d";
+  /** @integer @minimum 0 @maximum 10000 */
+  slept_ms: number;
+}
+
+/** slow_b (query): Sleeps ms milliseconds; one of the four fanout functions. */
+export interface SlowBArgs {
+  /** @integer @minimum 0 @maximum 10000 */
+  ms: number;
+}
+export interface SlowBResult {
+  fn: "slow_a" | "slow_b" | "slow_c" | "slow_d";
+  /** @integer @minimum 0 @maximum 10000 */
+  slept_ms: number;
+}
+
+/** slow_c (query): Sleeps ms milliseconds; one of the four fanout functions. */
+export interface SlowCArgs {
+  /** @integer @minimum 0 @maximum 10000 */
+  ms: number;
+}
+export interface SlowCResult {
+  fn: "slow_a" | "slow_b" | "slow_c" | "slow_d";
+  /** @integer @minimum 0 @maximum 10000 */
+  slept_ms: number;
+}
+
+/** slow_d (query): Sleeps ms milliseconds; one of the four fanout functions. */
+export interface SlowDArgs {
+  /** @integer @minimum 0 @maximum 10000 */
+  ms: number;
+}
+export interface SlowDResult {
+  fn: "slow_a" | "slow_b" | "slow_c" | "slow_d";
+  /** @integer @minimum 0 @maximum 10000 */
+  slept_ms: number;
+}
+
+/** update_post (mutation, auth true, invalidates post, feed): Edits a post's title or body; its author, staff or a superuser only. */
+export interface UpdatePostArgs {
+  body?: string;
+  /** @integer @minimum 1 */
+  post_id: number;
+  /** @minLength 1 @maxLength 200 */
+  title?: string;
+}
+export interface UpdatePostResult {
+  author: string;
+  body: string;
+  /** @integer @minimum 1 */
+  id: number;
+  published: boolean;
+  title: string;
+}
+
+/** whoami (query, auth true): The caller's subject, staff and superuser flags and perms. */
+export type WhoamiArgs = Record<string, never>;
+export interface WhoamiResult {
+  perms: string[];
+  staff: boolean;
+  sub: string;
+  superuser: boolean;
+}
+
+/** Every function: its kind, args and result (for createClient<Functions, Contexts>). */
 export interface Functions {
   add: { kind: "query"; args: AddArgs; result: AddResult };
   add_comment: { kind: "mutation"; args: AddCommentArgs; result: AddCommentResult };
@@ -92,17 +265,50 @@ export interface Functions {
   whoami: { kind: "query"; args: WhoamiArgs; result: WhoamiResult };
 }
 
-export interface DraftsParams {}
-export interface DraftsData { list_drafts: ListDraftsResult }
-export interface FanoutParams { ms: number }
-export interface FanoutData { slow_a: SlowAResult; slow_b: SlowBResult; slow_c: SlowCResult; slow_d: SlowDResult }
-export interface FeedParams {}
-export interface FeedData { list_posts: ListPostsResult }
-export interface MeParams {}
-export interface MeData { whoami: WhoamiResult }
-export interface PostParams { post_id: number }
-export interface PostData { get_post: GetPostResult; list_comments: ListCommentsResult; get_author: GetAuthorResult }
+// ---- contexts: params and bundle data of each ----
 
+/** drafts (context, scope perms, ttl 60 s): Unpublished posts, cached per permission set. */
+export type DraftsParams = Record<string, never>;
+export interface DraftsData {
+  list_drafts: ListDraftsResult;
+}
+
+/** fanout (context, scope public, ttl 0 s): Four slow functions run side by side; never cached. */
+export interface FanoutParams {
+  /** @integer @minimum 0 @maximum 10000 */
+  ms: number;
+}
+export interface FanoutData {
+  slow_a: SlowAResult;
+  slow_b: SlowBResult;
+  slow_c: SlowCResult;
+  slow_d: SlowDResult;
+}
+
+/** feed (context, scope public, ttl 30 s): The front page: the latest published posts. */
+export type FeedParams = Record<string, never>;
+export interface FeedData {
+  list_posts: ListPostsResult;
+}
+
+/** me (context, scope user, ttl 60 s): The signed-in caller, cached per user. */
+export type MeParams = Record<string, never>;
+export interface MeData {
+  whoami: WhoamiResult;
+}
+
+/** post (context, scope public, ttl 60 s): A post page: the post, its comments, its author. */
+export interface PostParams {
+  /** @integer @minimum 1 */
+  post_id: number;
+}
+export interface PostData {
+  get_post: GetPostResult;
+  list_comments: ListCommentsResult;
+  get_author: GetAuthorResult;
+}
+
+/** Every context: its params and bundle data (for createClient<Functions, Contexts>). */
 export interface Contexts {
   drafts: { params: DraftsParams; data: DraftsData };
   fanout: { params: FanoutParams; data: FanoutData };
@@ -111,57 +317,84 @@ export interface Contexts {
   post: { params: PostParams; data: PostData };
 }
 
+// ---- the typed client ----
+
+/** A client typed for this registry. */
 export type Client = MizanClient<Functions, Contexts>;
+
+/** A Client plus one method per function: `client.fn.name(args)`. */
 export interface TypedClient extends Client {
   fn: {
+    /** add (query): Adds two integers; a sum outside int64 is BAD_REQUEST. */
     add(args: AddArgs): Promise<AddResult>;
+    /** add_comment (mutation, auth true, invalidates post): Comments on a post as the caller. */
     add_comment(args: AddCommentArgs): Promise<AddCommentResult>;
+    /** boom (query): Always fails with INTERNAL_ERROR. */
     boom(args?: BoomArgs): Promise<BoomResult>;
+    /** create_post (mutation, auth true, invalidates feed, drafts): Writes a new post as the caller. */
     create_post(args: CreatePostArgs): Promise<CreatePostResult>;
+    /** delete_post (mutation, auth "staff", invalidates post, feed, drafts): Deletes a post and its comments. */
     delete_post(args: DeletePostArgs): Promise<DeletePostResult>;
+    /** echo (query): Returns its value argument unchanged. */
     echo(args: EchoArgs): Promise<EchoResult>;
+    /** get_author (query): A post's author and how many posts they have written. */
     get_author(args: GetAuthorArgs): Promise<GetAuthorResult>;
+    /** get_post (query): One post by id. */
     get_post(args: GetPostArgs): Promise<GetPostResult>;
+    /** list_comments (query): The comments of a post, oldest first. */
     list_comments(args: ListCommentsArgs): Promise<ListCommentsResult>;
+    /** list_drafts (query, auth {"perm":"blog.view_drafts"}): Unpublished posts, newest first. */
     list_drafts(args?: ListDraftsArgs): Promise<ListDraftsResult>;
+    /** list_posts (query): Published posts, newest first. */
     list_posts(args?: ListPostsArgs): Promise<ListPostsResult>;
+    /** ping (query): Answers "pong"; a liveness check for the function path. */
     ping(args?: PingArgs): Promise<PingResult>;
+    /** publish_post (mutation, auth {"perm":"blog.publish_post"}, invalidates post, feed, drafts): Publishes a draft. */
     publish_post(args: PublishPostArgs): Promise<PublishPostResult>;
+    /** site_stats (query, auth "superuser"): How many posts and comments the blog holds. */
     site_stats(args?: SiteStatsArgs): Promise<SiteStatsResult>;
+    /** sleep (query): Sleeps ms milliseconds, then returns {"slept_ms": ms}. */
     sleep(args: SleepArgs): Promise<SleepResult>;
+    /** slow_a (query): Sleeps ms milliseconds; one of the four fanout functions. */
     slow_a(args: SlowAArgs): Promise<SlowAResult>;
+    /** slow_b (query): Sleeps ms milliseconds; one of the four fanout functions. */
     slow_b(args: SlowBArgs): Promise<SlowBResult>;
+    /** slow_c (query): Sleeps ms milliseconds; one of the four fanout functions. */
     slow_c(args: SlowCArgs): Promise<SlowCResult>;
+    /** slow_d (query): Sleeps ms milliseconds; one of the four fanout functions. */
     slow_d(args: SlowDArgs): Promise<SlowDResult>;
+    /** update_post (mutation, auth true, invalidates post, feed): Edits a post's title or body; its author, staff or a superuser only. */
     update_post(args: UpdatePostArgs): Promise<UpdatePostResult>;
+    /** whoami (query, auth true): The caller's subject, staff and superuser flags and perms. */
     whoami(args?: WhoamiArgs): Promise<WhoamiResult>;
   };
 }
 
+/** createClient<Functions, Contexts>(options) with the `fn` wrappers. */
 export function createTypedClient(options: ClientOptions): TypedClient {
-  const c = createClient<Functions, Contexts>(options);
-  const fn = {
-    add: (args: AddArgs) => c.call("add", args),
-    add_comment: (args: AddCommentArgs) => c.call("add_comment", args),
-    boom: (args?: BoomArgs) => c.call("boom", args),
-    create_post: (args: CreatePostArgs) => c.call("create_post", args),
-    delete_post: (args: DeletePostArgs) => c.call("delete_post", args),
-    echo: (args: EchoArgs) => c.call("echo", args),
-    get_author: (args: GetAuthorArgs) => c.call("get_author", args),
-    get_post: (args: GetPostArgs) => c.call("get_post", args),
-    list_comments: (args: ListCommentsArgs) => c.call("list_comments", args),
-    list_drafts: (args?: ListDraftsArgs) => c.call("list_drafts", args),
-    list_posts: (args?: ListPostsArgs) => c.call("list_posts", args),
-    ping: (args?: PingArgs) => c.call("ping", args),
-    publish_post: (args: PublishPostArgs) => c.call("publish_post", args),
-    site_stats: (args?: SiteStatsArgs) => c.call("site_stats", args),
-    sleep: (args: SleepArgs) => c.call("sleep", args),
-    slow_a: (args: SlowAArgs) => c.call("slow_a", args),
-    slow_b: (args: SlowBArgs) => c.call("slow_b", args),
-    slow_c: (args: SlowCArgs) => c.call("slow_c", args),
-    slow_d: (args: SlowDArgs) => c.call("slow_d", args),
-    update_post: (args: UpdatePostArgs) => c.call("update_post", args),
-    whoami: (args?: WhoamiArgs) => c.call("whoami", args),
+  const client = createClient<Functions, Contexts>(options);
+  const fn: TypedClient["fn"] = {
+    add: (...a) => client.call("add", ...a),
+    add_comment: (...a) => client.call("add_comment", ...a),
+    boom: (...a) => client.call("boom", ...a),
+    create_post: (...a) => client.call("create_post", ...a),
+    delete_post: (...a) => client.call("delete_post", ...a),
+    echo: (...a) => client.call("echo", ...a),
+    get_author: (...a) => client.call("get_author", ...a),
+    get_post: (...a) => client.call("get_post", ...a),
+    list_comments: (...a) => client.call("list_comments", ...a),
+    list_drafts: (...a) => client.call("list_drafts", ...a),
+    list_posts: (...a) => client.call("list_posts", ...a),
+    ping: (...a) => client.call("ping", ...a),
+    publish_post: (...a) => client.call("publish_post", ...a),
+    site_stats: (...a) => client.call("site_stats", ...a),
+    sleep: (...a) => client.call("sleep", ...a),
+    slow_a: (...a) => client.call("slow_a", ...a),
+    slow_b: (...a) => client.call("slow_b", ...a),
+    slow_c: (...a) => client.call("slow_c", ...a),
+    slow_d: (...a) => client.call("slow_d", ...a),
+    update_post: (...a) => client.call("update_post", ...a),
+    whoami: (...a) => client.call("whoami", ...a),
   };
-  return Object.assign(c, { fn });
+  return Object.assign(client, { fn });
 }
