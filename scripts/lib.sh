@@ -3,7 +3,7 @@
 
 # Packages to build the gateway and the blog example.
 MIZAN_BUILD_PACKAGES="build-essential cmake pkg-config libevent-dev libjansson-dev libssl-dev
-  libhiredis-dev libpcre2-dev libsqlite3-dev"
+  libhiredis-dev libpcre2-dev libsqlite3-dev zlib1g-dev"
 # Extra packages for the test suite.
 MIZAN_TEST_PACKAGES="libcriterion-dev redis-server redis-tools json-schema-test-suite python3-jwt python3-yaml openssl
   haproxy nginx systemd prometheus curl wrk gnuplot-nox util-linux clang libclang-rt-14-dev chromium"

@@ -50,6 +50,8 @@ static const field_t fields[] = {
     {"sse_heartbeat_s", F_INT, OFF(sse_heartbeat_s), 15, NULL, 1, 3600},
     {"sse_max_clients", F_INT, OFF(sse_max_clients), 10000, NULL, 0, 1000000},
     {"sse_max_buffer_bytes", F_SIZE, OFF(sse_max_buffer_bytes), 256 * 1024, NULL, 1024, 1LL << 30},
+    {"compress_min_bytes", F_SIZE, OFF(compress_min_bytes), 1024, NULL, 0, 1LL << 30},
+    {"compress_level", F_INT, OFF(compress_level), 1, NULL, 0, 9},
     {"api_prefix", F_STRING, OFF(api_prefix), 0, "/api/mizan", 0, 0},
     {"instance", F_STRING, OFF(instance), 0, NULL, 0, 0},
     {"module_dir", F_STRING, OFF(module_dir), 0, NULL, 0, 0},

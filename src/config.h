@@ -65,6 +65,8 @@ typedef struct mizan_config {
     json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
     mizan_cors_t cors;         /**< cross-origin policy (cors.c) */
     bool validate_output;      /**< check results against declared output schemas */
+    size_t compress_min_bytes; /**< bodies longer than this are gzipped when accepted */
+    int compress_level;        /**< zlib level 1..9; 0: never compress */
 } mizan_config_t;
 
 /**

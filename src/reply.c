@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 
+#include "compress.h"
 #include "conn.h"
 #include "cors.h"
 #include "gateway.h"
@@ -79,7 +80,8 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
     if (atomic_load(&ex->loop->gw->draining))
         evhttp_add_header(h, "Connection", "close");
     struct evbuffer *buf = evbuffer_new();
-    if (buf != NULL && len > 0)
+    const mizan_config_t *cfg = &ex->loop->gw->cfg;
+    if (buf != NULL && len > 0 && !mizan_compress_body(req, cfg->compress_min_bytes, cfg->compress_level, body, len, buf))
         evbuffer_add(buf, body, len);
     mizan_conns_reply_sending(ex->loop, req);
     if (evhttp_request_get_connection(req) != NULL) {
