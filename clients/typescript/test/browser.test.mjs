@@ -53,7 +53,7 @@ before(async () => {
   other = await startServer({ port: 0, host: "localhost", api: `http://127.0.0.1:${gwPort}` });
   run.defer(() => site.close());
   run.defer(() => other.close());
-  gw = await run.gateway("gw", gatewayConfig(run, "gw", { cors: { origins: [site.url], credentials: false, max_age_s: 600 } }), { port: gwPort });
+  gw = await run.gateway("gw", gatewayConfig(run, "gw", { cors: { origins: [site.url], credentials: false, max_age_s: 600 }, compress_min_bytes: 256 }), { port: gwPort });
   alice = gw.token("alice");
   const userDataDir = fs.mkdtempSync(path.join(run.tmp, "chromium-"));
   browser = await puppeteer.launch({
@@ -89,6 +89,11 @@ async function openPage(base, postId = 1) {
   const page = await browser.newPage();
   page.problems = [];
   page.on("pageerror", (e) => page.problems.push(String(e)));
+  // What the gateway answered this page (cross-origin, compressed or not).
+  page.gatewayAnswers = [];
+  page.on("response", (r) => {
+    if (r.url().startsWith(gw.url)) page.gatewayAnswers.push({ url: r.url(), status: r.status(), method: r.request().method(), encoding: r.headers()["content-encoding"] ?? null });
+  });
   // Every title the page ever shows, from the first paint on.
   await page.evaluateOnNewDocument(() => {
     window.__titlesSeen = [];
@@ -172,6 +177,9 @@ test("two pages, a cross-origin gateway: edits and comments made in A appear in 
   await b.screenshot({ path: path.join(OUT, "page-b.png"), fullPage: true });
   await c.screenshot({ path: path.join(OUT, "page-c-loaded-after-edit.png"), fullPage: true });
   for (const p of [a, b, c]) assert.deepEqual(p.problems, []);
+  // The browser itself preflighted A's authorised calls and inflated gzip answers.
+  assert.ok(a.gatewayAnswers.some((r) => r.method === "OPTIONS" && r.status === 204), "A's requests were preflighted");
+  assert.ok(b.gatewayAnswers.some((r) => r.encoding === "gzip"), "B received compressed bundles");
 
   // Event-to-DOM latency over 20 edits (reported, not asserted).
   const eventToDom = [];
