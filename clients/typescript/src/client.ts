@@ -203,7 +203,6 @@ class Client {
     if (f === undefined) throw new TypeError("createClient: no fetch available; pass options.fetch");
     // A bare global fetch must be called with the global object as `this`.
     this.fetchFn = o.fetch ?? ((input, init) => f.call(globalThis, input, init));
-    const needsHeader = o.token !== undefined;
     const canEventSource = typeof EventSource === "function";
     const mode = o.eventTransport ?? "auto";
     const transport: StreamTransport = {
@@ -211,7 +210,9 @@ class Client {
       headers: () => this.headers(),
       credentials: o.credentials,
       fetch: this.fetchFn,
-      useEventSource: mode === "eventsource" || (mode === "auto" && canEventSource && !needsHeader && o.fetch === undefined),
+      // Decided at every (re)connection: a token may come and go.
+      useEventSource: () =>
+        mode === "eventsource" || (mode === "auto" && canEventSource && o.fetch === undefined && this.token() === undefined),
     };
     this.stream = new EventStream(
       transport,

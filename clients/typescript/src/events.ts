@@ -32,8 +32,8 @@ export interface StreamTransport {
   headers(): Record<string, string>;
   credentials: RequestCredentials | undefined;
   fetch: typeof fetch;
-  /** Whether EventSource may be used (browser, no header needed). */
-  useEventSource: boolean;
+  /** Whether EventSource is to be used for the next stream (browser, no header needed). */
+  useEventSource(): boolean;
 }
 
 /** Reconnection tuning (milliseconds). */
@@ -317,7 +317,7 @@ export class EventStream {
         if (conn !== null) this.failed(conn, err);
       },
     };
-    conn = this.transport.useEventSource
+    conn = this.transport.useEventSource()
       ? openEventSource(this.transport, url, handlers)
       : openFetch(this.transport, url, handlers);
     this.conn = conn;

@@ -92,7 +92,13 @@ async function openPage(base, postId = 1) {
   // What the gateway answered this page (cross-origin, compressed or not).
   page.gatewayAnswers = [];
   page.on("response", (r) => {
-    if (r.url().startsWith(gw.url)) page.gatewayAnswers.push({ url: r.url(), status: r.status(), method: r.request().method(), encoding: r.headers()["content-encoding"] ?? null });
+    if (r.url().startsWith(gw.url)) page.gatewayAnswers.push({
+        url: r.url(),
+        status: r.status(),
+        method: r.request().method(),
+        type: r.request().resourceType(),
+        encoding: r.headers()["content-encoding"] ?? null,
+      });
   });
   // Every title the page ever shows, from the first paint on.
   await page.evaluateOnNewDocument(() => {
@@ -180,6 +186,10 @@ test("two pages, a cross-origin gateway: edits and comments made in A appear in 
   // The browser itself preflighted A's authorised calls and inflated gzip answers.
   assert.ok(a.gatewayAnswers.some((r) => r.method === "OPTIONS" && r.status === 204), "A's requests were preflighted");
   assert.ok(b.gatewayAnswers.some((r) => r.encoding === "gzip"), "B received compressed bundles");
+  // Anonymous B listens through EventSource; A, with a Bearer token, through a streaming fetch.
+  const streams = (p) => p.gatewayAnswers.filter((r) => r.url.includes("/events/")).map((r) => r.type);
+  assert.ok(streams(b).length > 0 && streams(b).every((t) => t === "eventsource"), `B's streams: ${streams(b)}`);
+  assert.equal(streams(a).at(-1), "fetch", `A's streams: ${streams(a)}`);
 
   // Event-to-DOM latency over 20 edits (reported, not asserted).
   const eventToDom = [];
@@ -216,4 +226,32 @@ test("a page on an origin the gateway does not allow gets a NetworkError, not th
   assert.equal(await title(p), "…");
   await p.screenshot({ path: path.join(OUT, "page-refused-origin.png"), fullPage: true });
   await p.close();
+});
+
+test("cookie mode: the token in the gateway's cookie, credentials on every request and on the EventSource", async () => {
+  const { startServer } = await import(path.join(WEB, "serve.mjs"));
+  const { freePort } = await import("./support.mjs");
+  const port = await freePort();
+  const site2 = await startServer({ port: 0, api: `http://127.0.0.1:${port}` });
+  run.defer(() => site2.close());
+  const gw2 = await run.gateway("gw-cookie", gatewayConfig(run, "gw-cookie", { cors: { origins: [site2.url], credentials: true } }), { port });
+  const token = gw2.token("alice");
+  const page = await browser.newPage();
+  const answers = [];
+  page.on("response", (r) => {
+    if (r.url().startsWith(gw2.url)) answers.push({ url: r.url(), type: r.request().resourceType(), cookie: "cookie" in r.request().headers() || null });
+  });
+  // The cookie a sign-in endpoint of the site would have set (cookies ignore ports).
+  await page.setCookie({ name: "mwt", value: token, url: gw2.url, httpOnly: true, sameSite: "Lax" });
+  await page.goto(`${site2.url}/?post=2&cookie=1`, { waitUntil: "load" });
+  await page.waitForFunction(() => document.getElementById("whoami")?.textContent === "signed in as alice", { timeout: 15000, polling: 50 });
+  step("cookie mode: signed in as alice through the user-scoped context me");
+  const t = "Edited with a cookie " + Date.now();
+  await editTitle(page, t);
+  await waitTitle(page, t, 10000);
+  const streams = answers.filter((r) => r.url.includes("/events/"));
+  assert.ok(streams.length > 0 && streams.every((r) => r.type === "eventsource"), JSON.stringify(streams));
+  assert.ok(answers.some((r) => r.url.includes("/ctx/me/")), "the me context was read");
+  await page.screenshot({ path: path.join(OUT, "page-cookie-mode.png"), fullPage: true });
+  await page.close();
 });

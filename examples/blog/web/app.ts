@@ -12,6 +12,10 @@
  * `?post=N` (default 1). A token may also arrive as `#token=...` (the demo
  * prints such a link); it is kept in sessionStorage, never in the URL.
  *
+ * Cookie mode (`?cookie=1`): the token travels in the gateway's cookie
+ * (PROTOCOL section 4), the client sends credentials, and the page learns
+ * who is signed in from the user-scoped `me` context.
+ *
  * For the browser test, window.__mizan records when invalidation events
  * arrive and when a title reaches the DOM (absolute milliseconds:
  * performance.timeOrigin + performance.now()).
@@ -40,8 +44,12 @@ const button = (id: string) => $(id) as HTMLButtonElement;
 const query = new URLSearchParams(location.search);
 let postId = Math.max(1, Number.parseInt(query.get("post") ?? "1", 10) || 1);
 let token: string | null = sessionStorage.getItem("mizan.token");
+const cookieMode = query.get("cookie") === "1";
 let client: TypedClient | null = null;
+/** Unsubscribe functions of the page's other subscriptions (feed, me). */
 let unsubscribe: (() => void)[] = [];
+/** Unsubscribe function of the shown post. */
+let postOff: (() => void) | null = null;
 let liveTimer: ReturnType<typeof setInterval> | undefined;
 
 function status(msg: string, ok = false): void {
@@ -131,18 +139,13 @@ function signedIn(sub: string | null): void {
 
 function subscribePost(): void {
   if (client === null) return;
-  const c = client;
-  unsubscribe.push(
-    c.subscribe("post", { post_id: postId }, (b) => renderPost(b), (e) => status(describe(e))),
-  );
+  postOff?.();
+  postOff = client.subscribe("post", { post_id: postId }, (b) => renderPost(b), (e) => status(describe(e)));
 }
 
 function show(id: number): void {
   postId = id;
   history.pushState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(query), post: String(id) })}`);
-  const keep = unsubscribe.shift();
-  for (const off of unsubscribe) off();
-  unsubscribe = keep ? [keep] : [];
   $("post-title").textContent = "…";
   subscribePost();
   for (const li of Array.from($("feed").children) as HTMLElement[]) {
@@ -153,12 +156,15 @@ function show(id: number): void {
 async function start(): Promise<void> {
   for (const off of unsubscribe) off();
   unsubscribe = [];
+  postOff?.();
+  postOff = null;
   client?.close();
   const base = await apiBase();
   $("api").textContent = base;
   const c = createTypedClient({
     baseUrl: base,
     token: () => token,
+    ...(cookieMode ? { credentials: "include" as const } : {}),
     onInvalidate: (t, source) => {
       if (source === "event") probe.events.push({ context: t.context, ...(t.params ? { params: t.params } : {}), at: now() });
     },
@@ -167,7 +173,11 @@ async function start(): Promise<void> {
   unsubscribe.push(c.subscribe("feed", {}, renderFeed, (e) => status(describe(e))));
   subscribePost();
   signedIn(null);
-  if (token !== null) {
+  if (cookieMode && token === null) {
+    unsubscribe.push(
+      c.subscribe("me", {}, (b) => signedIn(b.data.whoami?.sub ?? null), () => signedIn(null)),
+    );
+  } else if (token !== null) {
     try {
       const me = await c.fn.whoami();
       signedIn(me.sub);
