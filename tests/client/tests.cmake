@@ -37,6 +37,7 @@ set(MIZAN_CLIENT_TESTS
   "client.resilience|resilience.test.mjs|client|300"
   "client.cors|cors.test.mjs|client|300"
   "client.gzip|gzip.test.mjs|client|300"
+  "client.mutation_error|mutation-error.test.mjs|client|300"
   "client.typecheck|typecheck.test.mjs|client|600"
   "browser.blog|browser.test.mjs|client+browser|600")
 
