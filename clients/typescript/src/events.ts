@@ -54,6 +54,8 @@ export interface StreamCallbacks {
 /* One open attempt; close() is idempotent. */
 interface Connection {
   close(): void;
+  /** Whether activity() sees the heartbeats (a fetch does; EventSource hides comments). */
+  seesHeartbeats: boolean;
 }
 
 interface ConnectionHandlers {
@@ -158,6 +160,7 @@ function openFetch(t: StreamTransport, url: string, h: ConnectionHandlers): Conn
     }
   })();
   return {
+    seesHeartbeats: true,
     close() {
       if (closed) return;
       closed = true;
@@ -185,6 +188,7 @@ function openEventSource(t: StreamTransport, url: string, h: ConnectionHandlers)
     h.down(new NetworkError("event stream: connection lost"));
   };
   return {
+    seesHeartbeats: false,
     close() {
       if (closed) return;
       closed = true;
@@ -283,14 +287,17 @@ export class EventStream {
         if (this.prev !== null) this.prev.close();
         this.prev = null;
         this.attempt = 0;
-        this.armWatchdog(conn);
+        // Past the opening, silence means a dead stream only where the
+        // heartbeats can be seen; EventSource reports its own failures.
+        if (conn.seesHeartbeats) this.armWatchdog(conn);
+        else this.clearWatchdog();
         if (this.gap) {
           this.gap = false;
           this.cb.onGap();
         }
       },
       activity: () => {
-        if (this.conn === conn && conn !== null) this.armWatchdog(conn);
+        if (this.conn === conn && conn !== null && conn.seesHeartbeats) this.armWatchdog(conn);
       },
       frame: (event, data) => {
         if ((this.conn !== conn && this.prev !== conn) || event !== "invalidate") return;

@@ -4,6 +4,7 @@
 // change made while the stream was down, whose event this client never
 // saw), and events between two instances sharing Redis.
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, test } from "node:test";
 import { Run, gatewayConfig, loadClient, sleep, waitFor } from "./support.mjs";
 
@@ -81,4 +82,38 @@ test("two instances sharing Redis: a write on one reaches a subscriber of the ot
   clients.push(fresh);
   const bundle = await fresh.context("post", { post_id: 2 });
   assert.ok(bundle.data.list_comments.some((x) => x.text === text));
+});
+
+test("heartbeats keep a quiet stream open; a stream silent past idleMs is dropped and reopened", async () => {
+  const g = await run.gateway("beat", gatewayConfig(run, "beat", { sse_heartbeat_s: 1 }));
+  const c = createClient({ baseUrl: g.url, reconnect: { baseMs: 50, maxMs: 200, idleMs: 2500 } });
+  clients.push(c);
+  c.subscribe("feed", {}, () => {});
+  await waitFor(() => c.stats.streamConnected, 10000, "stream");
+  await sleep(5000);
+  assert.equal(c.stats.streamOpens, 1, "a heartbeat every second kept the stream open past idleMs twice over");
+
+  // Something between client and gateway that accepts and then says nothing.
+  let accepted = 0;
+  const silent = http.createServer((req, res) => {
+    if (req.url.startsWith("/api/mizan/events/")) {
+      accepted++;
+      res.writeHead(200, { "Content-Type": "text/event-stream" });
+      res.write(": connected\n\n");
+      return;
+    }
+    res.writeHead(404, { "Content-Type": "application/json" });
+    res.end('{"error":{"code":"NOT_FOUND","message":"no","details":null}}');
+  });
+  await new Promise((r) => silent.listen(0, "127.0.0.1", r));
+  run.defer(() => new Promise((r) => {
+    silent.closeAllConnections?.();
+    silent.close(() => r());
+  }));
+  const s = createClient({ baseUrl: `http://127.0.0.1:${silent.address().port}`, reconnect: { baseMs: 50, maxMs: 200, idleMs: 400 } });
+  clients.push(s);
+  s.subscribe("feed", {}, () => {}, () => {});
+  await waitFor(() => accepted >= 3, 10000, "the silent stream to be dropped and reopened twice");
+  assert.ok(s.stats.streamOpens >= 2);
+  s.close();
 });
