@@ -218,6 +218,32 @@ describe("invalidation", () => {
     for (const off of offs) off();
   });
 
+  test("a subscription keyed by the gateway's coercion: params given as text still match the mutation's target", async () => {
+    const c = client({ token: alice, events: false });
+    const got = [];
+    const errors = [];
+    const off = c.subscribe("post", { post_id: "3" }, (b) => got.push(b), (e) => errors.push(e));
+    await waitFor(() => got.length === 1, 10000, "first bundle");
+    assert.deepEqual(got[0].params, { post_id: 3 }, "the gateway answered with canonical params");
+    const title = "coerced " + Date.now();
+    await c.call("update_post", { post_id: 3, title });
+    await waitFor(() => got.at(-1).data.get_post.title === title, 10000, "the refetch of the coerced subscription");
+    // A second subscriber to a live key gets the stored bundle at once.
+    let second;
+    const off2 = c.subscribe("post", { post_id: "3" }, (b) => (second = b));
+    await waitFor(() => second !== undefined, 1000, "the stored bundle");
+    assert.equal(second.data.get_post.title, title);
+    off();
+    off2();
+    // A failing context reaches onError as a MizanError.
+    let err;
+    const off3 = client().subscribe("me", {}, () => {}, (e) => (err = e));
+    await waitFor(() => err !== undefined, 10000, "onError");
+    assert.ok(err instanceof MizanError && err.code === "UNAUTHORIZED" && err.status === 401);
+    off3();
+    assert.deepEqual(errors, []);
+  });
+
   test("the refetches of one target are coalesced: one in flight, one queued", async () => {
     const c = client({ events: false });
     const got = [];
@@ -250,6 +276,21 @@ describe("invalidation", () => {
     const late = await c.context("post", { post_id: 2 });
     await early;
     assert.equal(late.data.get_post.title, title);
+  });
+});
+
+describe("prefix", () => {
+  test("a gateway with another api_prefix is reached through the prefix option", async () => {
+    const g = await run.gateway("prefixed", gatewayConfig(run, "prefixed", { api_prefix: "/v2/rpc" }));
+    const c = createClient({ baseUrl: g.url + "/", prefix: "/v2/rpc/" });
+    clients.push(c);
+    assert.equal(await c.call("add", { a: 1, b: 2 }), 3);
+    const titles = [];
+    c.subscribe("post", { post_id: 1 }, (b) => titles.push(b.data.get_post.title));
+    await waitFor(() => titles.length === 1 && c.stats.streamConnected, 10000, "bundle and stream under the prefix");
+    const wrong = createClient({ baseUrl: g.url });
+    clients.push(wrong);
+    await assert.rejects(wrong.call("ping"), (e) => e instanceof MizanError && e.code === "NOT_FOUND");
   });
 });
 
