@@ -64,6 +64,7 @@ struct mizan_cache {
     pthread_mutex_t lock;         /* guards flights */
     flight_t *flights;
     atomic_llong hits, misses, bypasses, coalesced, invalidations, received;
+    atomic_llong rejected; /* stored values whose mac did not verify */
     bool sub_was_down; /* the subscription dropped since it was last up (loop 0 only) */
 };
 
@@ -190,6 +191,7 @@ void mizan_cache_stats(mizan_cache_t *c, mizan_cache_stats_t *out)
     out->coalesced = atomic_load(&c->coalesced);
     out->invalidations = atomic_load(&c->invalidations);
     out->events_received = atomic_load(&c->received);
+    out->rejected = atomic_load(&c->rejected);
 }
 
 void mizan_cache_redis_stats(mizan_cache_t *c, mizan_redis_stats_t *out)
@@ -207,31 +209,6 @@ static void reply_body(mizan_exchange_t *ex, const char *cache, const char *text
     mizan_metrics_cache(ex->ctx, cache);
     mizan_reply_header(ex, "X-Mizan-Cache", cache);
     mizan_reply_text(ex, 200, text, len);
-}
-
-/*
- * Parses a stored value {"v":1,"rev":[a,b],"bundle":B}: the revisions and
- * where B starts and ends. The gateway writes exactly this shape, so the
- * bundle is served without re-parsing it. -1 when the value is not ours.
- */
-static int parse_stored(const char *v, size_t len, long long rev[2], const char **body, size_t *blen)
-{
-    static const char head[] = "{\"v\":1,\"rev\":[";
-    static const char mid[] = "],\"bundle\":";
-    if (len < sizeof(head) + sizeof(mid) || memcmp(v, head, sizeof(head) - 1) != 0 || v[len - 1] != '}')
-        return -1;
-    const char *p = v + sizeof(head) - 1;
-    char *end;
-    rev[0] = strtoll(p, &end, 10);
-    if (end == p || *end != ',')
-        return -1;
-    p = end + 1;
-    rev[1] = strtoll(p, &end, 10);
-    if (end == p || strncmp(end, mid, sizeof(mid) - 1) != 0)
-        return -1;
-    *body = end + sizeof(mid) - 1;
-    *blen = (size_t)(v + len - 1 - *body);
-    return *blen > 1 && (*body)[0] == '{' ? 0 : -1;
 }
 
 /* ---- coalescing -------------------------------------------------------- */
@@ -349,11 +326,19 @@ static void after_lookup(mizan_exchange_t *ex, long long ctx_rev, long long scop
     long long stored[2];
     const char *body;
     size_t blen;
-    if (value != NULL && parse_stored(value, len, stored, &body, &blen) == 0 && stored[0] == ctx_rev &&
-        stored[1] == scoped_rev) {
-        atomic_fetch_add(&c->hits, 1);
-        reply_body(ex, "HIT", body, blen);
-        return;
+    if (value != NULL) {
+        mizan_err_t err = {{0}};
+        if (mizan_cachekey_value_open(&c->keys, lk->bundle_key, value, len, stored, &body, &blen, &err) < 0) {
+            /* Forged, copied from another key, or written by an older
+             * gateway: a miss, and the recomputed bundle overwrites it. */
+            atomic_fetch_add(&c->rejected, 1);
+            mizan_log(MIZAN_LOG_WARN, "cache: stored value for context %s refused (%s); recomputing (request %s)",
+                      ex->ctx->name, err.msg, ex->rid);
+        } else if (stored[0] == ctx_rev && stored[1] == scoped_rev) {
+            atomic_fetch_add(&c->hits, 1);
+            reply_body(ex, "HIT", body, blen);
+            return;
+        }
     }
     if (join_or_lead(ex))
         return;
@@ -364,6 +349,20 @@ static void on_redis_lookup(void *arg, int rc, long long ctx_rev, long long scop
 {
     mizan_exchange_t *ex = arg;
     ex->external = false;
+    if (rc == MIZAN_REDIS_LOOKUP_BAD_REV) {
+        /* Someone wrote a non-revision into a revision key: overwrite it with
+         * a fresh revision (stale bundles stay stale) and compute uncached
+         * this once, instead of bypassing the cache for good. */
+        struct mizan_lookup *lk = ex->lookup;
+        mizan_log(MIZAN_LOG_WARN, "cache: a revision key of context %s held no revision; repairing it (request %s)",
+                  ex->ctx->name, ex->rid);
+        if (ctx_rev != 0)
+            mizan_redis_repair_rev(ex->loop->redis, lk->ctx_rev_key, 0);
+        if (scoped_rev != 0)
+            mizan_redis_repair_rev(ex->loop->redis, lk->scoped_rev_key, 2 * (ex->ctx->ttl > 0 ? ex->ctx->ttl : 1));
+        mizan_context_compute(ex);
+        return;
+    }
     if (rc < 0) {
         /* Unreachable or timed out: computed, not cached. */
         mizan_context_compute(ex);
@@ -389,7 +388,7 @@ void mizan_cache_fetch(mizan_exchange_t *ex)
     mizan_err_t err = {{0}};
     size_t ksize = MIZAN_CACHEKEY_KEY_SIZE(strlen(ctx->name));
     const mizan_identity_t *id = &ex->caller->id;
-    size_t ssize = MIZAN_CACHEKEY_PERMS_SCOPE_SIZE + (id->sub != NULL ? strlen(id->sub) + 8 : 0);
+    size_t ssize = MIZAN_CACHEKEY_SCOPE_SIZE(id->sub != NULL ? strlen(id->sub) : 0);
     char *scope = calloc(1, ssize);
     lk->bundle_key = calloc(1, ksize);
     lk->ctx_rev_key = calloc(1, ksize);
@@ -445,15 +444,15 @@ void mizan_cache_computed(mizan_exchange_t *ex, json_t *bundle, bool cacheable)
     size_t len = strlen(text);
     const char *status = "BYPASS";
     if (cacheable && lk != NULL && lk->have_revs && ex->ctx->ttl > 0) {
-        char *stored = NULL;
-        int n = asprintf(&stored, "{\"v\":1,\"rev\":[%lld,%lld],\"bundle\":%s}", lk->rev[0], lk->rev[1], text);
-        if (n > 0) {
-            mizan_err_t err = {{0}};
+        mizan_err_t err = {{0}};
+        size_t n = 0;
+        char *stored = mizan_cachekey_value_seal(&c->keys, lk->bundle_key, lk->rev, text, len, &n, &err);
+        if (stored != NULL) {
             if (c->mem != NULL) {
-                if (mizan_memcache_set(c->mem, lk->bundle_key, stored, (size_t)n, ex->ctx->ttl, &err) == 0)
+                if (mizan_memcache_set(c->mem, lk->bundle_key, stored, n, ex->ctx->ttl, &err) == 0)
                     status = "MISS";
             } else if (mizan_redis_usable(ex->loop->redis)) {
-                mizan_redis_store(ex->loop->redis, lk->bundle_key, stored, (size_t)n, ex->ctx->ttl);
+                mizan_redis_store(ex->loop->redis, lk->bundle_key, stored, n, ex->ctx->ttl);
                 status = "MISS";
             }
             free(stored);

@@ -8,7 +8,9 @@
  * bundle is a HIT; otherwise the request joins an identical computation
  * already running on this instance (coalescing, keyed by the bundle key and
  * the revisions read) or leads a new one, and mizan_cache_computed() stores
- * the result with the revisions read before the functions ran (MISS). A
+ * the result with the revisions read before the functions ran (MISS), as
+ * an authenticated value (mac "\n" doc, PROTOCOL.md section 6): a value
+ * whose mac does not verify is a miss, never served. A
  * mutation's targets go through mizan_cache_invalidate(): revision bumps
  * and events, completed before its response is sent.
  *
@@ -32,6 +34,7 @@ typedef struct mizan_cache mizan_cache_t;
 /** Counters for metrics and tests (all monotonic). */
 typedef struct mizan_cache_stats {
     long long hits, misses, bypasses, coalesced, invalidations, events_received;
+    long long rejected; /**< stored values refused: their mac did not verify */
 } mizan_cache_stats_t;
 
 /** Creates the cache of gw (embedded or Redis by the config). Start-up only. */
@@ -54,7 +57,11 @@ void mizan_cache_computed(mizan_exchange_t *ex, json_t *bundle, bool cacheable);
 /** Releases the lookup state of a finished exchange (and fails its flight if it led one). */
 void mizan_cache_exchange_done(mizan_exchange_t *ex);
 
-/** Bumps revisions and publishes events for targets (borrowed), then done(ex, rc). Loop thread. */
+/**
+ * Bumps revisions and publishes events for targets (borrowed), then
+ * done(ex, rc). Used by successful mutations and by mutations that failed
+ * after they may have run (call.c). Loop thread.
+ */
 void mizan_cache_invalidate(mizan_exchange_t *ex, const json_t *targets, void (*done)(mizan_exchange_t *ex, int rc));
 
 /** True when the loop can read and write bundles (always, embedded). That loop's thread. */

@@ -10,6 +10,7 @@
  */
 #include "cachekey.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,6 +29,11 @@
 static const char params_label[] = "mizan/v1/params";
 static const char perms_label[] = "mizan/v1/perms";
 static const char bundle_label[] = "mizan/v1/bundle";
+static const char value_label[] = "mizan/v1/value";
+
+/* The doc of a stored value: head, the two revisions, mid, the bundle, "}". */
+static const char doc_head[] = "{\"v\":2,\"rev\":[";
+static const char doc_mid[] = "],\"bundle\":";
 
 /* The shared HMAC algorithm: NULL until the first successful fetch. */
 static _Atomic(EVP_MAC *) shared_mac;
@@ -283,9 +289,13 @@ int mizan_cachekey_scope(const mizan_cachekey_t *k, mizan_scope_t scope,
     case MIZAN_SCOPE_PUBLIC:
         return put(out, outlen, err, "public");
     case MIZAN_SCOPE_USER:
+        /* One sub AND one permission set: a down-scoped token of the same
+         * sub must not be served what a fuller token computed. */
         if (id == NULL || id->sub == NULL || id->sub[0] == '\0')
             return mizan_err_set(err, "cache scope: user scope needs an authenticated caller");
-        return put(out, outlen, err, "user:%s", id->sub);
+        if (mizan_cachekey_perm_key(k, id->staff, id->superuser, id->perms, id->nperms, pk, err) < 0)
+            return -1;
+        return put(out, outlen, err, "user:%s:%s", id->sub, pk);
     case MIZAN_SCOPE_PERMS:
         if (id == NULL) {
             /* An anonymous caller: no staff, no superuser, no perms. */
@@ -326,4 +336,114 @@ int mizan_cachekey_scoped_rev(const mizan_cachekey_t *k, const char *context,
     if (mizan_cachekey_params_digest(k, context, params, digest, err) < 0)
         return -1;
     return put(out, outlen, err, "%srev:{%s}:%s", k->prefix, context, digest);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stored values                                                            */
+/* ------------------------------------------------------------------------ */
+
+int mizan_cachekey_value_mac(const mizan_cachekey_t *k, const char *bundle_key, const char *doc,
+                             size_t doc_len, char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err)
+{
+    struct mac m = {NULL, 0};
+    if (bundle_key == NULL || doc == NULL)
+        return mizan_err_set(err, "cache value: missing key or doc");
+    if (mac_begin(&m, k, err) < 0)
+        return -1;
+    mac_update(&m, value_label, sizeof(value_label));
+    mac_update(&m, bundle_key, strlen(bundle_key) + 1); /* with its NUL: the "\0" after the key */
+    mac_update(&m, doc, doc_len);
+    return mac_finish(&m, out, err);
+}
+
+char *mizan_cachekey_value_seal(const mizan_cachekey_t *k, const char *bundle_key, const long long rev[2],
+                                const char *body, size_t body_len, size_t *len, mizan_err_t *err)
+{
+    char revs[48];
+    int rlen = snprintf(revs, sizeof(revs), "%lld,%lld", rev[0], rev[1]);
+    if (rlen < 0 || (size_t)rlen >= sizeof(revs)) {
+        mizan_err_set(err, "cache value: bad revisions");
+        return NULL;
+    }
+    size_t doc_len = sizeof(doc_head) - 1 + (size_t)rlen + sizeof(doc_mid) - 1 + body_len + 1;
+    size_t total = MIZAN_DIGEST_HEX_LEN + 1 + doc_len;
+    char *v = malloc(total + 1);
+    if (v == NULL) {
+        mizan_err_set(err, "cache value: out of memory");
+        return NULL;
+    }
+    char *doc = v + MIZAN_DIGEST_HEX_LEN + 1, *p = doc;
+    memcpy(p, doc_head, sizeof(doc_head) - 1);
+    p += sizeof(doc_head) - 1;
+    memcpy(p, revs, (size_t)rlen);
+    p += rlen;
+    memcpy(p, doc_mid, sizeof(doc_mid) - 1);
+    p += sizeof(doc_mid) - 1;
+    memcpy(p, body, body_len);
+    p += body_len;
+    *p++ = '}';
+    *p = '\0';
+    char mac[MIZAN_DIGEST_HEX_LEN + 1];
+    if (mizan_cachekey_value_mac(k, bundle_key, doc, doc_len, mac, err) < 0) {
+        free(v);
+        return NULL;
+    }
+    memcpy(v, mac, MIZAN_DIGEST_HEX_LEN);
+    v[MIZAN_DIGEST_HEX_LEN] = '\n';
+    if (len != NULL)
+        *len = total;
+    return v;
+}
+
+/* A revision in the doc as "%lld" prints it (a revision key someone set by
+ * hand may have gone negative). */
+static const char *parse_rev(const char *p, const char *end, long long *out)
+{
+    long long n = 0;
+    bool neg = p < end && *p == '-';
+    if (neg)
+        p++;
+    const char *start = p;
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (n > (LLONG_MAX - (*p - '0')) / 10)
+            return NULL;
+        n = n * 10 + (*p - '0');
+        p++;
+    }
+    if (p == start || (p - start > 1 && *start == '0'))
+        return NULL;
+    *out = neg ? -n : n;
+    return p;
+}
+
+int mizan_cachekey_value_open(const mizan_cachekey_t *k, const char *bundle_key, const char *value, size_t len,
+                              long long rev[2], const char **body, size_t *body_len, mizan_err_t *err)
+{
+    if (value == NULL || len < MIZAN_DIGEST_HEX_LEN + 1 || value[MIZAN_DIGEST_HEX_LEN] != '\n')
+        return mizan_err_set(err, "cache value: not an authenticated value");
+    const char *doc = value + MIZAN_DIGEST_HEX_LEN + 1;
+    size_t doc_len = len - MIZAN_DIGEST_HEX_LEN - 1;
+    char mac[MIZAN_DIGEST_HEX_LEN + 1];
+    if (mizan_cachekey_value_mac(k, bundle_key, doc, doc_len, mac, err) < 0)
+        return -1;
+    /* Constant time: how much of a forged mac matched must not leak. */
+    if (CRYPTO_memcmp(mac, value, MIZAN_DIGEST_HEX_LEN) != 0)
+        return mizan_err_set(err, "cache value: mac does not verify");
+    /* Authentic: the gateway wrote exactly this shape, so it is read
+     * without a JSON parse (a mismatch here is a bug, not an attack). */
+    const char *end = doc + doc_len, *p = doc;
+    if (doc_len < sizeof(doc_head) + sizeof(doc_mid) || memcmp(p, doc_head, sizeof(doc_head) - 1) != 0 ||
+        end[-1] != '}')
+        return mizan_err_set(err, "cache value: unknown doc shape");
+    p += sizeof(doc_head) - 1;
+    if ((p = parse_rev(p, end, &rev[0])) == NULL || p >= end || *p++ != ',' ||
+        (p = parse_rev(p, end, &rev[1])) == NULL || (size_t)(end - p) < sizeof(doc_mid) ||
+        memcmp(p, doc_mid, sizeof(doc_mid) - 1) != 0)
+        return mizan_err_set(err, "cache value: unknown doc shape");
+    p += sizeof(doc_mid) - 1;
+    if (p >= end - 1 || *p != '{')
+        return mizan_err_set(err, "cache value: unknown doc shape");
+    *body = p;
+    *body_len = (size_t)(end - 1 - p);
+    return 0;
 }

@@ -9,11 +9,16 @@
  *   params_digest(C, P) = hex(HMAC(K, "mizan/v1/params\0" C "\0" jcs(P)))
  *   perm_key(t)         = hex(HMAC(K, "mizan/v1/perms\0" "staff=" s "\n"
  *                                     "superuser=" u "\n" perm "\n" ...))
- *   scope               = "public" | "user:" sub | "perms:" perm_key
+ *   scope               = "public" | "user:" sub ":" perm_key | "perms:" perm_key
  *   bundle_key(C, P, S) = prefix "ctx:{" C "}:"
  *                         hex(HMAC(K, "mizan/v1/bundle\0" C "\0" jcs(P) "\0" S))
  *   context_rev_key(C)  = prefix "rev:{" C "}"
  *   scoped_rev_key(C,P) = prefix "rev:{" C "}:" params_digest(C, P)
+ *
+ * A stored bundle is authenticated and bound to the key it is stored under:
+ *
+ *   value = mac "\n" doc,   doc = {"v":2,"rev":[context_rev,scoped_rev],"bundle":B}
+ *   mac   = hex(HMAC(K, "mizan/v1/value\0" bundle_key "\0" doc))
  *
  * All functions are pure: a mizan_cachekey_t is read-only after
  * mizan_cachekey_init(), so any number of threads may derive keys from the
@@ -54,6 +59,9 @@
 
 /** Bytes (NUL included) that always hold a "public" or "perms:" scope. */
 #define MIZAN_CACHEKEY_PERMS_SCOPE_SIZE (sizeof("perms:") + MIZAN_DIGEST_HEX_LEN)
+
+/** Bytes (NUL included) that always hold any scope of a caller whose sub is sub_len bytes. */
+#define MIZAN_CACHEKEY_SCOPE_SIZE(sub_len) (sizeof("user::") + (sub_len) + MIZAN_DIGEST_HEX_LEN)
 
 /** The key material and prefix; caller-owned, read-only once initialized. */
 typedef struct mizan_cachekey {
@@ -96,10 +104,13 @@ int mizan_cachekey_perm_key(const mizan_cachekey_t *k, bool staff, bool superuse
 
 /**
  * The scope string of a caller for a context of the given scope: "public",
- * "user:" sub, or "perms:" perm_key. Writes it NUL-terminated into out
- * (outlen bytes). Returns 0, or -1 when out is too small, or the scope is
- * user and id is NULL or anonymous (no or empty sub), or on the errors of
- * mizan_cachekey_perm_key(). id is borrowed and may be NULL for "public".
+ * "user:" sub ":" perm_key (a user's bundle belongs to one sub and one
+ * permission set, so a down-scoped token of the same sub gets its own), or
+ * "perms:" perm_key. Writes it NUL-terminated into out (outlen bytes; see
+ * MIZAN_CACHEKEY_SCOPE_SIZE). Returns 0, or -1 when out is too small, or
+ * the scope is user and id is NULL or anonymous (no or empty sub), or on
+ * the errors of mizan_cachekey_perm_key(). id is borrowed and may be NULL
+ * for "public".
  */
 int mizan_cachekey_scope(const mizan_cachekey_t *k, mizan_scope_t scope,
                          const mizan_identity_t *id, char *out, size_t outlen, mizan_err_t *err);
@@ -121,5 +132,33 @@ int mizan_cachekey_context_rev(const mizan_cachekey_t *k, const char *context, c
  */
 int mizan_cachekey_scoped_rev(const mizan_cachekey_t *k, const char *context,
                               const json_t *params, char *out, size_t outlen, mizan_err_t *err);
+
+/**
+ * The mac of a stored value: hex(HMAC(K, "mizan/v1/value\0" bundle_key "\0"
+ * doc)) over doc_len bytes of doc, into out. Returns 0 or -1.
+ */
+int mizan_cachekey_value_mac(const mizan_cachekey_t *k, const char *bundle_key, const char *doc,
+                             size_t doc_len, char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err);
+
+/**
+ * The value to store under bundle_key for a bundle (body, body_len bytes of
+ * JSON object text, borrowed) computed after reading revisions rev[0]
+ * (context) and rev[1] (scoped): mac "\n" {"v":2,"rev":[..],"bundle":body}.
+ * Returns a new malloc'd NUL-terminated string (its length in *len), or
+ * NULL with err filled.
+ */
+char *mizan_cachekey_value_seal(const mizan_cachekey_t *k, const char *bundle_key, const long long rev[2],
+                                const char *body, size_t body_len, size_t *len, mizan_err_t *err);
+
+/**
+ * Checks a value read from under bundle_key. When its mac verifies (in
+ * constant time) and its doc has the shape mizan_cachekey_value_seal()
+ * writes, fills rev and points *body / *body_len at the bundle inside value
+ * (borrowed from value) and returns 0. Returns -1 (err says why) for
+ * anything else: a forged or altered value, a value copied from another
+ * key, a revision-1 value, or garbage. Such a value must never be served.
+ */
+int mizan_cachekey_value_open(const mizan_cachekey_t *k, const char *bundle_key, const char *value, size_t len,
+                              long long rev[2], const char **body, size_t *body_len, mizan_err_t *err);
 
 #endif /* MIZAN_CACHEKEY_H */

@@ -42,10 +42,96 @@ static void invalidated(mizan_exchange_t *ex, int rc)
     mizan_reply_json(ex, body);
 }
 
+/*
+ * The invalidations of a mutation that may have run but failed are recorded
+ * (or failed): answer its error, listing the targets in details.invalidate.
+ */
+static void invalidated_after_failure(mizan_exchange_t *ex, int rc)
+{
+    mizan_job_t *job = ex->jobs[0];
+    mizan_code_t code = job != NULL ? job->code : MIZAN_TIMEOUT;
+    const char *message = job != NULL ? job->message : "function timed out";
+    if (rc < 0) {
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "recording invalidations failed", NULL);
+        return;
+    }
+    json_t *details = NULL;
+    if (job != NULL && json_is_object(job->details)) {
+        details = job->details;
+        job->details = NULL;
+    } else {
+        details = json_object();
+    }
+    if (details != NULL)
+        json_object_set(details, "invalidate", ex->targets);
+    if (code == MIZAN_UNAVAILABLE)
+        mizan_reply_header(ex, "Retry-After", "1");
+    mizan_reply_error(ex, code, message, details);
+}
+
+/*
+ * A mutation that may have run (PROTOCOL.md section 5 rev 2): it timed out
+ * (the handler may still be committing), or its handler started, or its
+ * upstream request went out, and it failed unexpectedly or as unavailable.
+ * Its writes may have landed, so its targets are invalidated exactly as on
+ * success before the error goes out. A handler's deliberate refusal
+ * (NOT_FOUND, FORBIDDEN, ...) says it changed nothing.
+ */
+static bool may_have_run(const mizan_job_t *job)
+{
+    if (job == NULL || job->code == MIZAN_TIMEOUT)
+        return true; /* timed out: the handler may still be running, the upstream may have committed */
+    return job->ran && (job->code == MIZAN_INTERNAL_ERROR || job->code == MIZAN_UNAVAILABLE);
+}
+
+/* The shutdown's invalidations are recorded (or failed): answer 503 listing them. */
+static void invalidated_at_shutdown(mizan_exchange_t *ex, int rc)
+{
+    json_t *details = rc == 0 ? json_pack("{s:O}", "invalidate", ex->targets) : NULL;
+    mizan_reply_header(ex, "Retry-After", "1");
+    mizan_reply_error(ex, MIZAN_UNAVAILABLE, "the gateway is shutting down", details);
+}
+
+bool mizan_call_abort(mizan_exchange_t *ex)
+{
+    if (ex->fn == NULL || ex->fn->kind != MIZAN_MUTATION || ex->targets == NULL || ex->pending == 0)
+        return false;
+    /* The handler may be running: it is abandoned here (it comes back to
+     * the loop on its own and is freed there), and what it may have written
+     * is invalidated before the 503 goes out, as for a timeout. */
+    for (size_t i = 0; i < ex->njobs; i++) {
+        mizan_job_t *job = ex->jobs[i];
+        if (job == NULL)
+            continue;
+        job->owner = NULL;
+        atomic_store(&job->cancelled, true);
+        ex->jobs[i] = NULL;
+    }
+    ex->pending = 0;
+    mizan_cache_invalidate(ex, ex->targets, invalidated_at_shutdown);
+    return true;
+}
+
 /* The function's job is back or timed out. */
 static void call_done(mizan_exchange_t *ex)
 {
     mizan_job_t *job = ex->jobs[0];
+    if (ex->fn->kind == MIZAN_MUTATION && may_have_run(job)) {
+        if (job != NULL) {
+            /* The handler's run-time targets count too. */
+            json_t *all = mizan_invalidate_targets(ex->fn, job->args, job->targets);
+            if (all != NULL) {
+                json_decref(ex->targets);
+                ex->targets = all;
+            }
+        }
+        if (ex->targets == NULL) {
+            mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot build the invalidation list", NULL);
+            return;
+        }
+        mizan_cache_invalidate(ex, ex->targets, invalidated_after_failure);
+        return;
+    }
     if (job == NULL) {
         mizan_reply_error(ex, MIZAN_TIMEOUT, "function timed out", NULL);
         return;
@@ -66,7 +152,12 @@ static void call_done(mizan_exchange_t *ex)
         mizan_reply_json(ex, json_pack("{s:O}", "result", job->result));
         return;
     }
-    ex->targets = mizan_invalidate_targets(ex->fn, job->args, job->targets);
+    if (job->targets != NULL || ex->targets == NULL) {
+        /* The declared targets were built before the run (handlers cannot
+         * change their args); only run-time targets call for a rebuild. */
+        json_decref(ex->targets);
+        ex->targets = mizan_invalidate_targets(ex->fn, job->args, job->targets);
+    }
     if (ex->targets == NULL) {
         mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot build the invalidation list", NULL);
         return;
@@ -162,6 +253,12 @@ void mizan_call_handle(mizan_exchange_t *ex)
         mizan_reply_error(ex, MIZAN_NOT_IMPLEMENTED, "this function is declared but has no handler", NULL);
         return;
     }
+    if (fn->kind == MIZAN_MUTATION && (ex->targets = mizan_invalidate_targets(fn, args, NULL)) == NULL) {
+        /* Built before the handler runs: a timeout leaves no args to build from. */
+        json_decref(args);
+        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot build the invalidation list", NULL);
+        return;
+    }
     ex->jobs = calloc(1, sizeof(*ex->jobs));
     ex->njobs = 1;
     if (ex->jobs == NULL || (ex->jobs[0] = mizan_job_new(fn, args, ex->caller)) == NULL) {
@@ -173,5 +270,8 @@ void mizan_call_handle(mizan_exchange_t *ex)
     ex->done = call_done;
     if (mizan_exchange_submit(ex) < 0) {
         mizan_reply_unavailable(ex);
+        return;
     }
+    if (ex->pending == 0)
+        call_done(ex); /* refused at the function's concurrency limit: 503 with Retry-After */
 }

@@ -14,43 +14,8 @@
 #include "cache.h"
 #include "gateway.h"
 #include "log.h"
+#include "params.h"
 #include "request.h"
-
-static bool type_listed(const json_t *types, const char *t)
-{
-    if (json_is_string(types))
-        return strcmp(json_string_value(types), t) == 0;
-    size_t i;
-    json_t *v;
-    json_array_foreach(types, i, v) if (json_is_string(v) && strcmp(json_string_value(v), t) == 0) return true;
-    return false;
-}
-
-/*
- * Coerces a query-string value by the param's declared types: integer
- * ("5"), boolean ("true"/"false"), null ("" or "null"), else string. A value
- * that fits no declared type stays a string so validation reports it.
- * Returns a new reference.
- */
-static json_t *coerce(const json_t *types, const char *s)
-{
-    if (type_listed(types, "integer")) {
-        char *end;
-        errno = 0;
-        long long n = strtoll(s, &end, 10);
-        if (s[0] != '\0' && *end == '\0' && errno == 0 && s[0] != '+' && s[0] != ' ' && s[0] != '\t')
-            return json_integer(n);
-    }
-    if (type_listed(types, "boolean")) {
-        if (strcmp(s, "true") == 0)
-            return json_true();
-        if (strcmp(s, "false") == 0)
-            return json_false();
-    }
-    if (type_listed(types, "null") && (s[0] == '\0' || strcmp(s, "null") == 0))
-        return json_null();
-    return json_string(s);
-}
 
 /* Decodes, coerces and validates the params; answers and returns NULL on failure. */
 static json_t *read_params(mizan_exchange_t *ex, const mizan_context_t *c)
@@ -71,7 +36,8 @@ static json_t *read_params(mizan_exchange_t *ex, const mizan_context_t *c)
         for (size_t i = 0; i < c->nparams; i++)
             if (strcmp(c->param_names[i], key) == 0)
                 types = c->param_types[i];
-        json_object_set_new(params, key, types != NULL ? coerce(types, json_string_value(value)) : json_incref(value));
+        json_object_set_new(params, key,
+                            types != NULL ? mizan_params_coerce(types, json_string_value(value)) : json_incref(value));
     }
     json_decref(raw);
     json_t *errors = json_array();

@@ -127,7 +127,12 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
 /** Hands a finished job back to its loop. Worker threads. */
 void mizan_loop_complete(mizan_job_t *job);
 
-/** Submits the exchange's jobs with their deadline timers; -1 when the queue is full. */
+/**
+ * Submits the exchange's jobs with their deadline timers; -1 when the queue
+ * is full. A job whose function is at its max_concurrency is not submitted:
+ * it gets UNAVAILABLE at once and ex->pending counts only the others (so it
+ * may be 0: the caller then finishes the exchange itself).
+ */
 int mizan_exchange_submit(mizan_exchange_t *ex);
 
 /** A message for a loop: fn(loop, arg) runs on the loop's thread. */
@@ -190,6 +195,13 @@ void mizan_reply_header(mizan_exchange_t *ex, const char *name, const char *valu
 void mizan_route_request(struct evhttp_request *req, void *arg);
 void mizan_call_handle(mizan_exchange_t *ex);
 void mizan_context_handle(mizan_exchange_t *ex, const char *name);
+
+/**
+ * Drain budget spent: a mutation whose handler is still out is abandoned,
+ * its targets invalidated, then answered 503 with details.invalidate.
+ * Returns false (nothing done) for any other exchange. Loop thread.
+ */
+bool mizan_call_abort(mizan_exchange_t *ex);
 
 /** The error object of a job's failure, as under a context's "errors" (new). */
 json_t *mizan_job_error_json(const mizan_exchange_t *ex, const mizan_job_t *job);

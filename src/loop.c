@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -82,6 +83,8 @@ static void job_release(mizan_job_t *job)
 static void job_returned(mizan_loop_t *loop, mizan_job_t *job)
 {
     atomic_fetch_sub(&loop->outstanding, 1);
+    /* Its run ended (even when its exchange gave up at the deadline): free its slot. */
+    mizan_function_release(job->fn);
     job->back = true;
     if (job->timer != NULL)
         evtimer_del(job->timer);
@@ -154,6 +157,16 @@ int mizan_exchange_submit(mizan_exchange_t *ex)
         mizan_job_t *job = ex->jobs[i];
         if (job == NULL)
             continue;
+        if (!mizan_function_acquire(job->fn)) {
+            /* At its concurrency limit: refused at once, never queued behind
+             * the runs in flight; the exchange sees an UNAVAILABLE job. */
+            char msg[160];
+            snprintf(msg, sizeof(msg), "function %s is at its limit of %d concurrent runs; retry shortly",
+                     job->fn->name, job->fn->max_concurrency);
+            mizan_req_error(job, MIZAN_UNAVAILABLE, msg, NULL);
+            mizan_metrics_limited(job->fn);
+            continue;
+        }
         job->loop = loop;
         job->owner = ex;
         job->slot = (int)i;
@@ -185,6 +198,9 @@ int mizan_exchange_submit(mizan_exchange_t *ex)
         free(list);
     return 0;
 fail:
+    for (size_t i = 0; i < ex->njobs; i++)
+        if (ex->jobs[i] != NULL && ex->jobs[i]->code == MIZAN_OK && ex->jobs[i]->loop == loop)
+            mizan_function_release(ex->jobs[i]->fn); /* taken above, never run */
     for (size_t i = 0; i < n; i++) {
         event_free(list[i]->timer);
         list[i]->timer = NULL;
@@ -457,7 +473,7 @@ static void abort_cb(evutil_socket_t fd, short what, void *arg)
         mizan_exchange_t *next = ex->next;
         /* One waiting on Redis or on another loop's computation is answered
          * by that completion, which is bounded by timeouts. */
-        if (!ex->external)
+        if (!ex->external && !mizan_call_abort(ex))
             mizan_reply_unavailable(ex);
         ex = next;
     }

@@ -4,8 +4,9 @@
  * It runs the scheme of PROTOCOL.md section 6 in process, with the same
  * keys and the same stored values as Redis:
  *
- *  - bundles: key -> the stored value text
- *    `{"v":1,"rev":[context_rev, scoped_rev],"bundle":{...}}`, each with an
+ *  - bundles: key -> the stored value text, mac "\n"
+ *    `{"v":2,"rev":[context_rev, scoped_rev],"bundle":{...}}` (sealed and
+ *    checked by cache.c with cachekey.c, the same as in Redis), each with an
  *    expiry (the context's TTL), in a least-recently-used list bounded in
  *    bytes; the least recently set or read bundle goes first;
  *  - revision counters: key -> integer, missing reads as 0. Context

@@ -224,6 +224,7 @@ struct mizan_redis_shared {
     atomic_llong replayed;
     atomic_llong published;
     atomic_llong messages;
+    atomic_llong repaired; /* revision keys overwritten because they held no revision */
 };
 
 typedef enum conn_kind { KIND_CMD, KIND_SUB } conn_kind_t;
@@ -252,6 +253,7 @@ typedef struct op {
     long long deadline;     /* monotonic ms by which the reply is due */
     bool last;              /* OP_SETUP: its success completes the set-up */
     bool is_publish;        /* OP_ITEM: an acknowledged PUBLISH is counted */
+    bool is_incr;           /* OP_ITEM: the INCR (an error reply triggers a repair) */
     mizan_redis_lookup_cb lookup_cb; /* OP_LOOKUP, OP_DEFER_LOOKUP */
     mizan_redis_done_cb done_cb;     /* OP_DEFER_DONE */
     void *arg;
@@ -309,6 +311,7 @@ struct mizan_redis {
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static int send_op(mizan_redis_t *r, op_t *op, int argc, const char **argv, const size_t *lens);
 static void conn_lost(mizan_redis_t *r, const char *why);
 static void maybe_replay(mizan_redis_t *r);
 
@@ -346,6 +349,7 @@ mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeou
     atomic_init(&s->replayed, 0);
     atomic_init(&s->published, 0);
     atomic_init(&s->messages, 0);
+    atomic_init(&s->repaired, 0);
     return s;
 }
 
@@ -384,6 +388,7 @@ void mizan_redis_shared_stats(mizan_redis_shared_t *s, mizan_redis_stats_t *out)
     out->replayed = atomic_load(&s->replayed);
     out->published = atomic_load(&s->published);
     out->messages = atomic_load(&s->messages);
+    out->repaired = atomic_load(&s->repaired);
 }
 
 bool mizan_redis_shared_pending(mizan_redis_shared_t *s)
@@ -497,6 +502,31 @@ static int parse_ll(const char *s, size_t len, long long *out)
         return -1;
     *out = v;
     return 0;
+}
+
+/*
+ * The value a revision key that holds something else is overwritten with:
+ * the wall clock in microseconds. Revisions otherwise grow by one per
+ * mutation from 0 (or from an earlier repair value), so the new value is
+ * above every revision a stored bundle can carry and matches none of them:
+ * the repair invalidates like an INCR would.
+ */
+static long long repair_value(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* SET key <repair value> [EX expire_s]: op is the caller's, sent on r. */
+static int send_repair(mizan_redis_t *r, op_t *op, const char *key, int expire_s)
+{
+    char val[32], ttl[16];
+    snprintf(val, sizeof(val), "%lld", repair_value());
+    snprintf(ttl, sizeof(ttl), "%d", expire_s);
+    const char *argv[5] = {"SET", key, val, "EX", ttl};
+    size_t lens[5] = {3, strlen(key), strlen(val), 2, strlen(ttl)};
+    return send_op(r, op, expire_s > 0 ? 5 : 3, argv, lens);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -800,6 +830,7 @@ static void send_items(mizan_redis_t *r, batch_t *b)
                 op->batch = b;
                 op->item = it;
                 op->is_publish = (step == 2);
+                op->is_incr = (step == 0);
             }
             if (op == NULL || send_op(r, op, argc[step], argv[step], lens[step]) != 0) {
                 free(op);
@@ -916,29 +947,36 @@ static void maybe_replay(mizan_redis_t *r)
 static void finish_lookup(op_t *op, const redisReply *reply)
 {
     long long revs[2] = {0, 0};
+    bool bad[2] = {false, false};
     const char *value = NULL;
     size_t len = 0;
     int rc = -1;
     if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
         rc = 0;
-        for (int i = 0; i < 2 && rc == 0; i++) {
+        for (int i = 0; i < 2; i++) {
             const redisReply *e = reply->element[i];
             if (e->type == REDIS_REPLY_NIL)
                 continue;
-            if (e->type != REDIS_REPLY_STRING || parse_ll(e->str, e->len, &revs[i]) != 0)
-                rc = -1;
+            if (e->type != REDIS_REPLY_STRING || parse_ll(e->str, e->len, &revs[i]) != 0) {
+                bad[i] = true;
+                rc = MIZAN_REDIS_LOOKUP_BAD_REV;
+            }
         }
         const redisReply *v = reply->element[2];
         if (rc == 0 && v->type == REDIS_REPLY_STRING) {
             value = v->str;
             len = v->len;
-        } else if (v->type != REDIS_REPLY_NIL) {
+        } else if (v->type != REDIS_REPLY_NIL && v->type != REDIS_REPLY_STRING) {
             rc = -1;
         }
-        if (rc != 0)
-            mizan_log(MIZAN_LOG_WARN, "redis: MGET returned a value that is not a revision; lookup failed");
+        if (rc == MIZAN_REDIS_LOOKUP_BAD_REV)
+            mizan_log(MIZAN_LOG_WARN, "redis: a revision key holds something that is not a revision; it is repaired");
     } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
         mizan_log(MIZAN_LOG_WARN, "redis: MGET failed: %s", reply->str);
+    }
+    if (rc == MIZAN_REDIS_LOOKUP_BAD_REV) {
+        op->lookup_cb(op->arg, rc, bad[0], bad[1], NULL, 0);
+        return;
     }
     if (rc != 0) {
         revs[0] = revs[1] = 0;
@@ -1018,7 +1056,44 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         break;
     case OP_ITEM: {
         batch_t *b = op->batch;
-        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR && op->is_incr && current && r->state == ST_READY) {
+            /* The revision key holds a list, a hash, text or an integer at
+             * its limit: INCR can never succeed, and queueing the item would
+             * keep the instance unready for good. Overwrite it with a fresh
+             * revision (which invalidates just as well) in the same batch. */
+            mizan_log(MIZAN_LOG_WARN, "redis: INCR of a revision key failed (%s); overwriting the key with a fresh revision",
+                      reply->str);
+            atomic_fetch_add(&r->shared->repaired, 1);
+            op_t *fix = op_new(r, OP_ITEM);
+            if (fix != NULL) {
+                fix->batch = b;
+                fix->item = op->item;
+                if (send_repair(r, fix, op->item->rev_key, op->item->expire_s) == 0) {
+                    b->outstanding++;
+                    /* The event already went out, before the repair: a
+                     * client refetching at once could read the old bundle,
+                     * so it is published again after the repair. */
+                    op_t *again = op_new(r, OP_ITEM);
+                    if (again != NULL) {
+                        again->batch = b;
+                        again->item = op->item;
+                        again->is_publish = true;
+                        const char *argv[3] = {"PUBLISH", op->item->channel, op->item->event};
+                        size_t lens[3] = {7, strlen(op->item->channel), op->item->event_len};
+                        if (send_op(r, again, 3, argv, lens) == 0)
+                            b->outstanding++;
+                        else
+                            free(again);
+                    }
+                } else {
+                    free(fix);
+                    op->item->failed = true;
+                    request_kill(r, "could not queue a command");
+                }
+            } else {
+                op->item->failed = true;
+            }
+        } else if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
             if (reply != NULL)
                 mizan_log(MIZAN_LOG_WARN, "redis: invalidation command failed: %s", reply->str);
             op->item->failed = true;
@@ -1316,6 +1391,18 @@ void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const 
         }
     }
     defer_result(r, OP_DEFER_LOOKUP, cb, NULL, arg, -1);
+}
+
+void mizan_redis_repair_rev(mizan_redis_t *r, const char *key, int expire_s)
+{
+    if (r->kind != KIND_CMD || r->state != ST_READY)
+        return;
+    op_t *op = op_new(r, OP_STORE);
+    if (op == NULL)
+        return;
+    atomic_fetch_add(&r->shared->repaired, 1);
+    if (send_repair(r, op, key, expire_s) != 0)
+        free(op);
 }
 
 void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, size_t len, int ttl_s)

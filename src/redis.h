@@ -83,6 +83,7 @@ typedef struct mizan_redis_stats {
     long long replayed;   /**< invalidations applied from the replay queue */
     long long published;  /**< PUBLISH commands Redis acknowledged */
     long long messages;   /**< messages received by subscriptions */
+    long long repaired;   /**< revision keys overwritten because they held no revision */
 } mizan_redis_stats_t;
 
 /** A snapshot of the counters. Any thread. */
@@ -134,7 +135,13 @@ void mizan_redis_on_state(mizan_redis_t *r, void (*cb)(void *arg, bool usable), 
  * when missing; the bytes are valid only inside the callback). rc -1: Redis
  * unusable, the command timed out, or Redis answered an error or a
  * non-integer revision; the other arguments are then 0/NULL.
+ * rc MIZAN_REDIS_LOOKUP_BAD_REV: a revision key holds something that is not
+ * a revision (text, an integer out of range); ctx_rev and scoped_rev are 1
+ * for the key(s) at fault, else 0, and the caller should repair them with
+ * mizan_redis_repair_rev() and compute without the cache this time.
  */
+#define MIZAN_REDIS_LOOKUP_BAD_REV (-2)
+
 typedef void (*mizan_redis_lookup_cb)(void *arg, int rc, long long ctx_rev, long long scoped_rev,
                                       const char *value, size_t len);
 
@@ -151,6 +158,15 @@ void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const 
  * dropped when r is not usable or ttl_s <= 0. Loop thread.
  */
 void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, size_t len, int ttl_s);
+
+/**
+ * Overwrites a revision key that holds no revision with a fresh one (the
+ * wall clock in microseconds, above any revision a bundle was stored with,
+ * so it invalidates like an INCR), with EX expire_s when > 0. Fire and
+ * forget; dropped when r is not connected. An INCR of a batch that fails
+ * repairs its key the same way by itself. Loop thread.
+ */
+void mizan_redis_repair_rev(mizan_redis_t *r, const char *key, int expire_s);
 
 /** One invalidation: INCR rev_key, EXPIRE rev_key expire_s when > 0, PUBLISH event. */
 typedef struct mizan_redis_inval {

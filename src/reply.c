@@ -119,9 +119,14 @@ void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *mess
             json_object_set_new(f, "target", json_string(ex->target));
         mizan_log_fields(MIZAN_LOG_ERROR, "internal error", f);
         json_decref(f);
+        /* What a mutation that may have run invalidated stays listed. */
+        json_t *inv = json_incref(json_object_get(details, "invalidate"));
         json_decref(details);
         message = "internal error";
         details = json_pack("{s:s}", "request_id", ex->rid);
+        if (details != NULL && inv != NULL)
+            json_object_set(details, "invalidate", inv);
+        json_decref(inv);
     }
     json_t *env = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", mizan_code_name(code), "message",
                             message != NULL ? message : default_message(code), "details",

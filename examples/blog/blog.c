@@ -578,6 +578,11 @@ static int fn_delete_post(mizan_req_t *req)
         return -1;
     if (blog_store_delete_post(store_of(req), post_id, &err) < 0)
         return store_failed(req, &err);
+    /* The declared post target is scoped to this post_id, but the author's
+     * other post pages count one post fewer now: the whole context is stale
+     * (the same choice as create_post; see INVALIDATES_FEED_DRAFTS_POST). */
+    if (mizan_req_invalidate(req, "post", NULL) < 0)
+        mizan_log(MIZAN_LOG_WARN, "blog: delete_post could not invalidate the post context");
     return answer(req, json_pack("{s:I}", "deleted", post_id));
 }
 
@@ -759,7 +764,17 @@ static const char OUT_DELETED[] =
 #define AUTH_PERM(perm) "{\"perm\": \"" perm "\"}"
 
 /* What each mutation makes stale (NULL-terminated context names). */
-static const char *const INVALIDATES_FEED_DRAFTS[] = {"feed", "drafts", NULL};
+/*
+ * create_post changes get_author.posts on every post page of its author, so
+ * it declares the whole `post` context (it has no post_id arg, so nothing
+ * scopes it). Listing each of the author's posts at run time would spare
+ * other authors' pages, but run-time targets only reach the gateway when
+ * the handler returns: a create that commits and then passes its deadline
+ * would leave the author's pages stale. A declared target is invalidated
+ * even then, and a post page costs three small queries to recompute, while
+ * posts are written far less often than they are read.
+ */
+static const char *const INVALIDATES_FEED_DRAFTS_POST[] = {"feed", "drafts", "post", NULL};
 static const char *const INVALIDATES_POST_FEED[] = {"post", "feed", NULL};
 static const char *const INVALIDATES_POST[] = {"post", NULL};
 static const char *const INVALIDATES_POST_FEED_DRAFTS[] = {"post", "feed", "drafts", NULL};
@@ -768,6 +783,14 @@ static const char *const INVALIDATES_POST_FEED_DRAFTS[] = {"post", "feed", "draf
  * Every function the module serves. timeout_ms is left at 0 everywhere:
  * the gateway's configured default deadline applies.
  */
+/*
+ * sleep and slow_a..slow_d are open to anyone and hold a worker while they
+ * sleep, so each runs at most SLOW_MAX_RUNS at a time: a flood of them is
+ * refused (503 UNAVAILABLE with Retry-After) instead of taking every worker
+ * from the other functions.
+ */
+#define SLOW_MAX_RUNS 4
+
 static const mizan_function_def_t FUNCTIONS[] = {
     {.name = "ping", .kind = MIZAN_QUERY, .handler = fn_ping,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_ANYONE,
@@ -784,23 +807,28 @@ static const mizan_function_def_t FUNCTIONS[] = {
     {.name = "sleep", .kind = MIZAN_QUERY, .handler = fn_sleep,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
      .output_schema = OUT_SLEPT,
-     .description = "Sleeps ms milliseconds, then returns {\"slept_ms\": ms}."},
+     .description = "Sleeps ms milliseconds, then returns {\"slept_ms\": ms}.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_a", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
      .output_schema = OUT_SLOW,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_b", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
      .output_schema = OUT_SLOW,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_c", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
      .output_schema = OUT_SLOW,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_d", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
      .output_schema = OUT_SLOW,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "boom", .kind = MIZAN_QUERY, .handler = fn_boom,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_ANYONE,
      .output_schema = OUT_NOTHING,
@@ -836,7 +864,7 @@ static const mizan_function_def_t FUNCTIONS[] = {
     {.name = "create_post", .kind = MIZAN_MUTATION, .handler = fn_create_post,
      .input_schema = CREATE_POST_SCHEMA, .auth = AUTH_SIGNED_IN,
      .output_schema = OUT_POST,
-     .invalidates = INVALIDATES_FEED_DRAFTS,
+     .invalidates = INVALIDATES_FEED_DRAFTS_POST,
      .description = "Writes a new post as the caller."},
     {.name = "update_post", .kind = MIZAN_MUTATION, .handler = fn_update_post,
      .input_schema = UPDATE_POST_SCHEMA, .auth = AUTH_SIGNED_IN,
@@ -963,6 +991,9 @@ static void free_store(void *data)
  * cannot start (the gateway then exits with the recorded reason).
  */
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m);
+
+/* The ABI this module is built for, checked by the gateway before init. */
+MIZAN_MODULE_ABI;
 
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
 {

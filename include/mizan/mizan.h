@@ -34,8 +34,24 @@
 extern "C" {
 #endif
 
-/** ABI version a module is built against; checked when it is loaded. */
+/**
+ * ABI version a module is built against; checked when it is loaded (see
+ * MIZAN_MODULE_ABI). Version 2 added mizan_function_def_t.max_concurrency and
+ * output_schema.
+ */
 #define MIZAN_ABI_VERSION 2
+
+/** Name of the symbol that records the ABI a module was built for. */
+#define MIZAN_MODULE_ABI_SYMBOL "mizan_module_abi_version"
+
+/**
+ * Put once in a module's source, at file scope: exports the ABI version the
+ * module was compiled against, so the gateway can refuse a module built for
+ * an ABI it does not implement (or read an older module's definitions by
+ * that older layout). A module without it is taken as ABI version 1.
+ */
+#define MIZAN_MODULE_ABI \
+    __attribute__((visibility("default"))) const int mizan_module_abi_version = MIZAN_ABI_VERSION
 
 /** Name of the symbol every module exports. */
 #define MIZAN_MODULE_INIT_SYMBOL "mizan_module_init"
@@ -148,8 +164,11 @@ int mizan_req_error(mizan_req_t *req, mizan_code_t code, const char *message, js
 /**
  * Adds an invalidation target at run time (mutations only; ignored on
  * queries). context must be a registered context; params (stolen, may be
- * NULL for the whole context) are the context's params. Returns 0, or -1
- * when the context is unknown or the params are not an object.
+ * NULL for the whole context) are the context's params, scoped by the same
+ * rules as declared targets. The targets reach the gateway when the handler
+ * returns (also when it then fails), never if it passes its deadline:
+ * declare what must always be invalidated. Returns 0, or -1 when the
+ * context is unknown or the params are not an object.
  */
 int mizan_req_invalidate(mizan_req_t *req, const char *context, json_t *params);
 
@@ -165,7 +184,10 @@ typedef struct mizan_function_def {
     mizan_handler_fn handler;   /**< NULL: declared, answers NOT_IMPLEMENTED */
     int timeout_ms;             /**< deadline; 0: the configured default */
     const char *description;    /**< shown in the schema endpoint; may be NULL */
-    const char *output_schema;  /**< JSON Schema text of the result (same keyword
+    int max_concurrency;        /**< (ABI 2) runs at once per instance; past it a call is 503
+                                     UNAVAILABLE at once (in a context: that function's error);
+                                     0: unlimited. The config's "max_concurrency" may override it */
+    const char *output_schema;  /**< (ABI 2) JSON Schema text of the result (same keyword
                                      subset as input schemas); NULL: undeclared.
                                      Published by the schema endpoint for client
                                      code generation; results are checked against

@@ -199,7 +199,7 @@ Test(blog, list_posts_newest_first_with_limit)
     for (int i = 0; i < 25; i++) {
         json_t *p = mutate(gw, "create_post",
                            mz_fmt("{\"title\": \"post %d\", \"body\": \"b\"}", i), tok,
-                           "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]");
+                           "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]");
         last = int_member(p, "id");
     }
     json_t *page = query(gw, "list_posts", NULL, NULL);
@@ -382,7 +382,7 @@ Test(blog, list_drafts_needs_the_perm)
 
     json_t *draft = mutate(gw, "create_post",
                            "{\"title\": \"secret draft\", \"body\": \"wip\", \"published\": false}",
-                           writer, "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]");
+                           writer, "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]");
     expect_post(draft);
     cr_assert(json_is_false(json_object_get(draft, "published")), "%s", mz_dump(draft));
     json_int_t id = int_member(draft, "id");
@@ -429,7 +429,7 @@ Test(blog, create_post)
                     "UNAUTHORIZED");
     char *bob = mz_token(gw, "bob", NULL);
     json_t *p = mutate(gw, "create_post", "{\"title\": \"Hello\", \"body\": \"World\"}", bob,
-                       "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]");
+                       "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]");
     expect_post(p);
     json_int_t id = int_member(p, "id");
     cr_assert_eq(id, 4, "the fourth post should get id 4: %s", mz_dump(p));
@@ -443,7 +443,7 @@ Test(blog, create_post)
 
     char *t200 = mz_repeat('x', 200);
     mutate(gw, "create_post", mz_fmt("{\"title\": \"%s\", \"body\": \"\"}", t200), bob,
-           "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]");
+           "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]");
     json_t *d = mz_expect_error(mz_call(gw, "create_post", mz_fmt("{\"title\": \"%sx\", \"body\": \"b\"}", t200), bob),
                                 422, "VALIDATION_FAILED");
     mz_expect_violation(d, "[\"args\", \"title\"]", "maxLength");
@@ -490,9 +490,9 @@ Test(blog, update_post_author_staff_superuser)
 
     /* The BLOG_EXAMPLE.md case: post 5, by its author. */
     mutate(gw, "create_post", "{\"title\": \"four\", \"body\": \"4\"}", bob,
-           "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]");
+           "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]");
     json_t *five = mutate(gw, "create_post", "{\"title\": \"five\", \"body\": \"5\"}", bob,
-                          "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]");
+                          "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]");
     cr_assert_eq(int_member(five, "id"), 5);
     p = mutate(gw, "update_post", "{\"post_id\": 5, \"title\": \"Hello\"}", bob,
                "[{\"context\": \"post\", \"params\": {\"post_id\": 5}}, {\"context\": \"feed\"}]");
@@ -583,7 +583,7 @@ Test(blog, delete_post_staff_only)
 
     json_t *r = mutate(gw, "delete_post", "{\"post_id\": 3}", staff,
                        "[{\"context\": \"post\", \"params\": {\"post_id\": 3}}, "
-                       "{\"context\": \"feed\"}, {\"context\": \"drafts\"}]");
+                       "{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]");
     mz_expect_json(r, "{\"deleted\": 3}");
     mz_expect_error(mz_call(gw, "get_post", "{\"post_id\": 3}", NULL), 404, "NOT_FOUND");
     cr_assert(!has_post(query(gw, "list_posts", NULL, NULL), 3));
@@ -602,7 +602,7 @@ Test(blog, publish_post_needs_the_perm)
     char *su = mz_token(gw, "root", "--superuser", NULL);
     json_int_t id = int_member(
         mutate(gw, "create_post", "{\"title\": \"draft\", \"body\": \"b\", \"published\": false}",
-               bob, "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]"),
+               bob, "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]"),
         "id");
     char *args = mz_fmt("{\"post_id\": %lld}", (long long)id);
     mz_expect_error(mz_call(gw, "publish_post", args, NULL), 401, "UNAUTHORIZED");
@@ -623,7 +623,7 @@ Test(blog, publish_post_needs_the_perm)
 
     json_int_t id2 = int_member(
         mutate(gw, "create_post", "{\"title\": \"d2\", \"body\": \"b\", \"published\": false}", bob,
-               "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}]"),
+               "[{\"context\": \"feed\"}, {\"context\": \"drafts\"}, {\"context\": \"post\"}]"),
         "id");
     p = mutate(gw, "publish_post", mz_fmt("{\"post_id\": %lld}", (long long)id2), su,
                mz_fmt("[{\"context\": \"post\", \"params\": {\"post_id\": %lld}}, "

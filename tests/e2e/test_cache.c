@@ -105,7 +105,7 @@ Test(cache, bundle_with_errors_is_bypass_and_stays_bypass)
     /* The same post, once it exists, is cacheable (nothing negative was stored). */
     char *tok = mz_token(gw, "alice", NULL);
     json_t *post = mz_mutate(gw, "create_post", "{\"title\":\"x\",\"body\":\"y\"}", tok,
-                          "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
+                          "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
     mz_expect_json(json_object_get(post, "id"), "4");
     mz_ctx_get(gw, "/api/mizan/ctx/post/?post_id=4", NULL, "MISS");
     mz_ctx_get(gw, "/api/mizan/ctx/post/?post_id=4", NULL, "HIT");
@@ -179,7 +179,7 @@ Test(cache, create_post_invalidates_the_feed)
     mz_ctx_get(gw, FEED, NULL, "HIT");
     mz_ctx_get(gw, POST1, NULL, "MISS");
     json_t *post = mz_mutate(gw, "create_post", "{\"title\":\"fresh post\",\"body\":\"b\"}", alice,
-                          "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
+                          "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
     json_int_t id = json_integer_value(json_object_get(post, "id"));
     mz_resp_t *after = mz_ctx_get(gw, FEED, NULL, "MISS");
     json_t *list = json_object_get(json_object_get(after->json, "data"), "list_posts");
@@ -190,7 +190,9 @@ Test(cache, create_post_invalidates_the_feed)
     cr_assert_eq(json_integer_value(json_object_get(json_array_get(list, 0), "id")), id, "%s", after->body);
     mz_expect_json(json_object_get(json_array_get(list, 0), "title"), "\"fresh post\"");
     expect_same_body(mz_ctx_get(gw, FEED, NULL, "HIT"), after);
-    /* create_post does not invalidate post bundles. */
+    /* create_post changes every post page of its author (get_author.posts):
+     * the whole post context (BLOG_EXAMPLE rev 2). */
+    mz_ctx_get(gw, POST1, NULL, "MISS");
     mz_ctx_get(gw, POST1, NULL, "HIT");
     mz_gw_stop_ok(gw);
 }
@@ -249,7 +251,7 @@ Test(cache, drafts_are_per_permission_set)
     /* A new draft invalidates every permission set's bundle. */
     char *alice = mz_token(gw, "alice", NULL);
     mz_mutate(gw, "create_post", "{\"title\":\"a draft\",\"body\":\"b\",\"published\":false}", alice,
-           "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
+           "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
     mz_resp_t *c2 = mz_ctx_get(gw, DRAFTS, dave, "MISS");
     cr_assert_not_null(strstr(c2->body, "a draft"), "%s", c2->body);
     mz_ctx_get(gw, DRAFTS, carol, "HIT");
@@ -356,12 +358,14 @@ Test(cache, sse_filter_by_context)
     mz_sse_expect(all, "invalidate", FEED_EVENT, 5000);
     mz_sse_expect_no_context(feed, "post", 500);
 
-    /* create_post: feed and drafts; the post stream sees nothing. */
+    /* create_post: feed, drafts and the whole post context; the post
+     * stream sees only post. */
     mz_mutate(gw, "create_post", "{\"title\":\"n\",\"body\":\"b\"}", alice,
-           "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
+           "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
     mz_sse_expect(feed, "invalidate", FEED_EVENT, 5000);
     mz_sse_expect(all, "invalidate", FEED_EVENT, 5000);
     mz_sse_expect(all, "invalidate", "{\"context\":\"drafts\"}", 5000);
+    mz_sse_expect(post, "invalidate", "{\"context\":\"post\"}", 5000);
     mz_sse_expect_no_context(post, "feed", 300);
     mz_sse_expect_no_context(post, "drafts", 300);
     mz_sse_expect_no_context(feed, "drafts", 300);

@@ -85,11 +85,11 @@ static void expect_scoped_ttl(const mz_redis_t *r, const char *key, int ttl_s)
               2 * ttl_s);
 }
 
-/* The stored value of key is exactly {"v":1,"rev":[r0,r1],"bundle":body}. */
+/* The stored value of key is exactly mac "\n" {"v":2,"rev":[r0,r1],"bundle":body}. */
 static void expect_stored(const mz_redis_t *r, const char *key, long long r0, long long r1, const mz_resp_t *resp)
 {
     const char *got = rget(r, key);
-    char *want = mz_fmt("{\"v\":1,\"rev\":[%lld,%lld],\"bundle\":%s}", r0, r1, resp->body);
+    char *want = mz_stored_value(key, r0, r1, resp->body);
     cr_assert(got != NULL, "bundle key %s is missing from Redis (expected %s)", key, want);
     cr_assert_str_eq(got, want, "stored value of %s", key);
 }
@@ -106,8 +106,18 @@ Test(redis, key_helpers_match_protocol_vectors)
                      "mizan:ctx:{post}:609fa05978b34ce85e89ca31370427d12c3b0afbc8f4bf0c491c023bcd5d63ba");
     cr_assert_str_eq(mz_key_bundle("feed", "{}", "public"),
                      "mizan:ctx:{feed}:db93c64f7a52713920064bfc20ec4851dd65b1bcdebcab0ce10a00153061d096");
-    cr_assert_str_eq(mz_key_bundle("inbox", "{\"folder\":\"spam\",\"page\":2,\"unread\":true}", "user:alice"),
-                     "mizan:ctx:{inbox}:4f191553d96d05dbdde658f726d1087151a13e815c429d2947d01f9f51e92c4e");
+    cr_assert_str_eq(mz_key_bundle("inbox", "{\"folder\":\"spam\",\"page\":2,\"unread\":true}",
+                                   mz_key_user_scope("alice", false, false, NULL)),
+                     "mizan:ctx:{inbox}:67c89b2bede14a59e0d25f1c6a68641c11ea900f7f339cadbf461ec1cbb67789");
+    const char *inbox_perms[] = {"blog.add_post", "blog.change_post", NULL};
+    cr_assert_str_eq(mz_key_bundle("inbox", "{\"folder\":\"spam\",\"page\":2,\"unread\":true}",
+                                   mz_key_user_scope("alice", true, false, inbox_perms)),
+                     "mizan:ctx:{inbox}:bca496e706505bff0f5d1c040669dec519a8538ddb848827486e42148f052e69");
+    cr_assert_str_eq(mz_stored_value(mz_key_bundle("post", "{\"post_id\":5}", "public"), 3, 1,
+                                     "{\"context\":\"post\",\"params\":{\"post_id\":5},\"data\":{},\"errors\":{}}"),
+                     "4a547b80a40dda85403df1aab92a673df20233bbe6cffa38a8bbd1bb996dbeb0\n"
+                     "{\"v\":2,\"rev\":[3,1],\"bundle\":{\"context\":\"post\",\"params\":{\"post_id\":5},"
+                     "\"data\":{},\"errors\":{}}}");
     const char *search = "{\"lang\":null,\"q\":\"caf\xc3\xa9 \\\"x\\\"\\n\\u0001\"}";
     cr_assert_str_eq(mz_key_params_digest("search", search),
                      "4130766662be562a422e368ca39f9433d22f602da6066ee8fdaf1927309db597");
@@ -185,12 +195,14 @@ Test(redis, every_mutation_bumps_the_right_revisions)
     char *p2 = mz_key_scoped_rev("post", "{\"post_id\":2}");
     char *p3 = mz_key_scoped_rev("post", "{\"post_id\":3}");
 
-    /* create_post: feed and drafts, whole contexts (no params to scope by); no expiry. */
+    /* create_post: feed, drafts and post, whole contexts (no params to scope by); no expiry. */
     json_t *created = mz_mutate(gw, "create_post", "{\"title\":\"n\",\"body\":\"b\"}", alice,
-                             "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
+                             "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
     mz_expect_json(json_object_get(created, "id"), "4");
     expect_rev(r, "feed revision", feed, "1");
     expect_rev(r, "drafts revision", drafts, "1");
+    expect_rev(r, "post revision", postctx, "1");
+    cr_assert_eq(rttl(r, postctx), -1, "a context revision must not expire");
     cr_assert_eq(rttl(r, feed), -1, "a context revision must not expire");
     cr_assert_eq(rttl(r, drafts), -1, "a context revision must not expire");
 
@@ -211,7 +223,7 @@ Test(redis, every_mutation_bumps_the_right_revisions)
 
     /* A draft, then update_post on it: the drafts target is added at run time. */
     mz_mutate(gw, "create_post", "{\"title\":\"d\",\"body\":\"b\",\"published\":false}", alice,
-           "[{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
+           "[{\"context\":\"feed\"},{\"context\":\"drafts\"},{\"context\":\"post\"}]");
     expect_rev(r, "feed revision", feed, "3");
     expect_rev(r, "drafts revision", drafts, "2");
     mz_mutate(gw, "update_post", "{\"post_id\":5,\"title\":\"d2\"}", alice,
@@ -230,16 +242,18 @@ Test(redis, every_mutation_bumps_the_right_revisions)
     expect_rev(r, "feed revision", feed, "5");
     expect_rev(r, "drafts revision", drafts, "4");
 
-    /* delete_post: post, feed, drafts. */
+    /* delete_post: post, feed, drafts, and the whole post context (the
+     * author's other post pages count one post fewer), added at run time. */
     mz_mutate(gw, "delete_post", "{\"post_id\":3}", staff,
-           "[{\"context\":\"post\",\"params\":{\"post_id\":3}},{\"context\":\"feed\"},{\"context\":\"drafts\"}]");
+           "[{\"context\":\"post\",\"params\":{\"post_id\":3}},{\"context\":\"feed\"},{\"context\":\"drafts\"},"
+           "{\"context\":\"post\"}]");
+    expect_rev(r, "post revision", postctx, "3");
     expect_rev(r, "post 3 revision", p3, "1");
     expect_scoped_ttl(r, p3, 60);
     expect_rev(r, "feed revision", feed, "6");
     expect_rev(r, "drafts revision", drafts, "5");
 
-    /* No blog mutation invalidates the whole post context, me or fanout. */
-    expect_rev(r, "post context revision", postctx, NULL);
+    /* No blog mutation invalidates me or fanout. */
     expect_rev(r, "me context revision", mz_key_ctx_rev("me"), NULL);
     expect_rev(r, "post 4 revision", mz_key_scoped_rev("post", "{\"post_id\":4}"), NULL);
 
@@ -311,8 +325,8 @@ Test(redis, user_and_perms_isolation)
                    "{\"sub\":\"bob\",\"staff\":false,\"superuser\":false,\"perms\":[]}");
     cr_assert_str_eq(mz_ctx_get(gw, ME, alice, "HIT")->body, a->body);
     cr_assert_str_eq(mz_ctx_get(gw, ME, bob, "HIT")->body, b->body);
-    expect_stored(r, mz_key_bundle("me", "{}", "user:alice"), 0, 0, a);
-    expect_stored(r, mz_key_bundle("me", "{}", "user:bob"), 0, 0, b);
+    expect_stored(r, mz_key_bundle("me", "{}", mz_key_user_scope("alice", false, false, NULL)), 0, 0, a);
+    expect_stored(r, mz_key_bundle("me", "{}", mz_key_user_scope("bob", false, false, NULL)), 0, 0, b);
 
     char *carol = mz_token(gw, "carol", "--perm", "blog.view_drafts", NULL);
     char *dave = mz_token(gw, "dave", "--perm", "blog.view_drafts", NULL);

@@ -125,13 +125,13 @@ static json_t *upstream_config(const mz_upstream_t *u, bool validate)
         "{\"validate_output\": %s, \"upstreams\": {\"api\": {\"url\": \"%s\"}},"
         " \"functions\": ["
         "  {\"name\": \"up.post_ok\", \"input_schema\": %s, \"output_schema\": %s,"
-        "   \"upstream\": {\"service\": \"api\", \"path\": \"/posts/{post_id}\", \"result\": \"/post\"}},"
+        "   \"upstream\": {\"service\": \"api\", \"path\": \"/posts/{post_id}\", \"result\": \"/post\", \"identity\": false}},"
         "  {\"name\": \"up.post_bad\", \"input_schema\": %s,"
         "   \"output_schema\": {\"type\": \"object\", \"properties\": {\"id\": {\"type\": \"string\"}},"
         "     \"required\": [\"id\", \"subtitle\"]},"
-        "   \"upstream\": {\"service\": \"api\", \"path\": \"/posts/{post_id}\", \"result\": \"/post\"}},"
+        "   \"upstream\": {\"service\": \"api\", \"path\": \"/posts/{post_id}\", \"result\": \"/post\", \"identity\": false}},"
         "  {\"name\": \"up.post_plain\", \"input_schema\": %s,"
-        "   \"upstream\": {\"service\": \"api\", \"path\": \"/posts/{post_id}\", \"result\": \"/post\"}}],"
+        "   \"upstream\": {\"service\": \"api\", \"path\": \"/posts/{post_id}\", \"result\": \"/post\", \"identity\": false}}],"
         " \"contexts\": [{\"name\": \"uppost\", \"ttl\": 0, \"params_schema\": %s,"
         "   \"functions\": [\"up.post_ok\", \"up.post_bad\", \"up.post_plain\"]}]}",
         validate ? "true" : "false", u->url, arg, post_schema, arg, arg, arg);

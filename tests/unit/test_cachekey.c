@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,17 +99,170 @@ Test(cachekey, vector_feed_public)
                   "mizan:ctx:{feed}:db93c64f7a52713920064bfc20ec4851dd65b1bcdebcab0ce10a00153061d096");
 }
 
+static void openssl_hmac(const void *msg, size_t n, char out[MIZAN_DIGEST_HEX_LEN + 1]);
+
+/* The user scope of a caller (rev 2: "user:" sub ":" perm_key). */
+static char *user_scope(const mizan_identity_t *id)
+{
+    static char scope[MIZAN_CACHEKEY_SCOPE_SIZE(16)];
+    mizan_err_t err = {""};
+    cr_assert_eq(mizan_cachekey_scope(&key, MIZAN_SCOPE_USER, id, scope, sizeof(scope), &err), 0, "%s", err.msg);
+    return scope;
+}
+
 Test(cachekey, vector_inbox_user_alice)
 {
     mizan_identity_t alice = {.sub = "alice"};
-    char scope[64];
-    mizan_err_t err = {""};
-    cr_assert_eq(mizan_cachekey_scope(&key, MIZAN_SCOPE_USER, &alice, scope, sizeof(scope), &err),
-                 0, "%s", err.msg);
-    cr_assert_str_eq(scope, "user:alice");
+    cr_assert_str_eq(user_scope(&alice), "user:alice:" PERM_KEY_NONE);
     /* Members given out of order: the canonical text sorts them. */
-    expect_bundle("inbox", params("{\"unread\":true,\"page\":2,\"folder\":\"spam\"}"), scope,
-                  "mizan:ctx:{inbox}:4f191553d96d05dbdde658f726d1087151a13e815c429d2947d01f9f51e92c4e");
+    expect_bundle("inbox", params("{\"unread\":true,\"page\":2,\"folder\":\"spam\"}"), user_scope(&alice),
+                  "mizan:ctx:{inbox}:67c89b2bede14a59e0d25f1c6a68641c11ea900f7f339cadbf461ec1cbb67789");
+}
+
+Test(cachekey, vector_inbox_user_alice_staff_with_perms)
+{
+    const char *perms[] = {"blog.change_post", "blog.add_post"};
+    mizan_identity_t alice = {.sub = "alice", .staff = true, .perms = perms, .nperms = 2};
+    cr_assert_str_eq(user_scope(&alice), "user:alice:" PERM_KEY_STAFF);
+    expect_bundle("inbox", params("{\"folder\":\"spam\",\"page\":2,\"unread\":true}"), user_scope(&alice),
+                  "mizan:ctx:{inbox}:bca496e706505bff0f5d1c040669dec519a8538ddb848827486e42148f052e69");
+}
+
+Test(cachekey, user_scope_differs_by_permission_set)
+{
+    /* Same sub, a superuser token and a down-scoped one: two bundles. */
+    const char *perms[] = {"blog.view_drafts"};
+    mizan_identity_t full = {.sub = "alice", .superuser = true};
+    mizan_identity_t down = {.sub = "alice"};
+    mizan_identity_t some = {.sub = "alice", .perms = perms, .nperms = 1};
+    char a[MIZAN_CACHEKEY_SCOPE_SIZE(5)], b[MIZAN_CACHEKEY_SCOPE_SIZE(5)];
+    snprintf(a, sizeof(a), "%s", user_scope(&full));
+    snprintf(b, sizeof(b), "%s", user_scope(&down));
+    cr_assert_str_neq(a, b);
+    cr_assert_str_neq(user_scope(&some), a);
+    cr_assert_str_neq(user_scope(&some), b);
+    /* The buffer size macro is exact for the longest scope. */
+    mizan_err_t err = {""};
+    char tight[MIZAN_CACHEKEY_SCOPE_SIZE(5)];
+    cr_assert_eq(mizan_cachekey_scope(&key, MIZAN_SCOPE_USER, &full, tight, sizeof(tight), &err), 0);
+    cr_assert_eq(strlen(tight) + 1, sizeof(tight));
+    cr_assert_eq(mizan_cachekey_scope(&key, MIZAN_SCOPE_USER, &full, tight, sizeof(tight) - 1, &err), -1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Authenticated values (PROTOCOL.md section 6 rev 2)                        */
+/* ------------------------------------------------------------------------ */
+
+#define POST5_KEY "mizan:ctx:{post}:609fa05978b34ce85e89ca31370427d12c3b0afbc8f4bf0c491c023bcd5d63ba"
+#define VALUE_BUNDLE "{\"context\":\"post\",\"params\":{\"post_id\":5},\"data\":{},\"errors\":{}}"
+#define VALUE_DOC "{\"v\":2,\"rev\":[3,1],\"bundle\":" VALUE_BUNDLE "}"
+#define VALUE_MAC "4a547b80a40dda85403df1aab92a673df20233bbe6cffa38a8bbd1bb996dbeb0"
+
+Test(cachekey, vector_value_mac)
+{
+    char mac[MIZAN_DIGEST_HEX_LEN + 1];
+    mizan_err_t err = {""};
+    cr_assert_eq(mizan_cachekey_value_mac(&key, POST5_KEY, VALUE_DOC, strlen(VALUE_DOC), mac, &err), 0, "%s",
+                 err.msg);
+    cr_assert_str_eq(mac, VALUE_MAC);
+    /* The sealed value is mac "\n" doc, byte for byte. */
+    long long rev[2] = {3, 1};
+    size_t len = 0;
+    char *v = mizan_cachekey_value_seal(&key, POST5_KEY, rev, VALUE_BUNDLE, strlen(VALUE_BUNDLE), &len, &err);
+    cr_assert_not_null(v, "%s", err.msg);
+    cr_assert_str_eq(v, VALUE_MAC "\n" VALUE_DOC);
+    cr_assert_eq(len, strlen(v));
+    /* And it opens to the same revisions and bundle bytes. */
+    long long got[2] = {0, 0};
+    const char *body = NULL;
+    size_t blen = 0;
+    cr_assert_eq(mizan_cachekey_value_open(&key, POST5_KEY, v, len, got, &body, &blen, &err), 0, "%s", err.msg);
+    cr_assert_eq(got[0], 3);
+    cr_assert_eq(got[1], 1);
+    cr_assert_eq(blen, strlen(VALUE_BUNDLE));
+    cr_assert_eq(memcmp(body, VALUE_BUNDLE, blen), 0);
+    free(v);
+}
+
+Test(cachekey, value_mac_cross_checked_with_openssl)
+{
+    static const char msg[] = "mizan/v1/value\0" POST5_KEY "\0" VALUE_DOC;
+    char cli[MIZAN_DIGEST_HEX_LEN + 1];
+    openssl_hmac(msg, sizeof(msg) - 1, cli);
+    cr_assert_str_eq(cli, VALUE_MAC);
+}
+
+/* Asserts value (NUL-terminated) does not open under bundle_key. */
+static void expect_refused(const char *bundle_key, const char *value, const char *why)
+{
+    long long rev[2];
+    const char *body = NULL;
+    size_t blen = 0;
+    mizan_err_t err = {""};
+    cr_assert_eq(mizan_cachekey_value_open(&key, bundle_key, value, strlen(value), rev, &body, &blen, &err), -1,
+                 "%s was accepted", why);
+    cr_assert_neq(err.msg[0], '\0');
+}
+
+Test(cachekey, values_that_do_not_verify_are_refused)
+{
+    long long rev[2] = {3, 1};
+    size_t len = 0;
+    mizan_err_t err = {""};
+    char *v = mizan_cachekey_value_seal(&key, POST5_KEY, rev, VALUE_BUNDLE, strlen(VALUE_BUNDLE), &len, &err);
+    cr_assert_not_null(v);
+    /* Moved to another key (the feed bundle key of the vectors). */
+    expect_refused("mizan:ctx:{feed}:db93c64f7a52713920064bfc20ec4851dd65b1bcdebcab0ce10a00153061d096", v,
+                   "a value copied from another key");
+    /* One byte of the doc changed (the revision, then the bundle). */
+    char *t = strdup(v);
+    t[MIZAN_DIGEST_HEX_LEN + 1 + strlen("{\"v\":2,\"rev\":[")] = '4';
+    expect_refused(POST5_KEY, t, "an altered revision");
+    free(t);
+    t = strdup(v);
+    t[len - 3] = ' ';
+    expect_refused(POST5_KEY, t, "an altered bundle");
+    free(t);
+    /* One hex digit of the mac changed, upper case, truncated. */
+    t = strdup(v);
+    t[0] = t[0] == '0' ? '1' : '0';
+    expect_refused(POST5_KEY, t, "an altered mac");
+    free(t);
+    t = strdup(v);
+    for (int i = 0; i < MIZAN_DIGEST_HEX_LEN; i++)
+        if (t[i] >= 'a' && t[i] <= 'f')
+            t[i] = (char)(t[i] - 'a' + 'A');
+    expect_refused(POST5_KEY, t, "an upper-case mac");
+    free(t);
+    expect_refused(POST5_KEY, v + 1, "a truncated mac");
+    free(v);
+    /* A revision-1 value, a bare doc, garbage, a mac under another secret. */
+    expect_refused(POST5_KEY, "{\"v\":1,\"rev\":[3,1],\"bundle\":" VALUE_BUNDLE "}", "a revision-1 value");
+    expect_refused(POST5_KEY, VALUE_DOC, "a doc without mac");
+    expect_refused(POST5_KEY, "", "an empty value");
+    expect_refused(POST5_KEY, VALUE_MAC, "a mac alone");
+    expect_refused(POST5_KEY, "0000000000000000000000000000000000000000000000000000000000000000\n" VALUE_DOC,
+                   "a forged mac");
+}
+
+Test(cachekey, sealed_values_round_trip_any_revisions)
+{
+    long long cases[][2] = {{0, 0}, {123456789012345LL, 7}, {-4, 0}, {LLONG_MAX, LLONG_MIN + 1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = 0;
+        mizan_err_t err = {""};
+        char *v = mizan_cachekey_value_seal(&key, POST5_KEY, cases[i], "{}", 2, &len, &err);
+        cr_assert_not_null(v, "%s", err.msg);
+        long long got[2];
+        const char *body;
+        size_t blen;
+        cr_assert_eq(mizan_cachekey_value_open(&key, POST5_KEY, v, len, got, &body, &blen, &err), 0, "%s: %s", v,
+                     err.msg);
+        cr_assert_eq(got[0], cases[i][0]);
+        cr_assert_eq(got[1], cases[i][1]);
+        cr_assert_eq(blen, 2);
+        free(v);
+    }
 }
 
 Test(cachekey, vector_search_params_digest)

@@ -1,10 +1,12 @@
 /*
- * test_invalidate.c - the invalidation targets of a successful mutation
- * (src/invalidate.c, PROTOCOL.md section 5): auto-scoping (a context is
- * scoped to exactly its params when every param is a valid arg of the
- * mutation, else invalidated whole), contexts without params, and the
- * targets a handler adds at run time (scoped the same way, unknown
- * contexts skipped, duplicates dropped).
+ * test_invalidate.c - the invalidation targets of a mutation
+ * (src/invalidate.c, PROTOCOL.md section 5): exact auto-scoping (a context
+ * is scoped to its params only when every param is required and the
+ * mutation's arg has exactly one canonical value by the param's declared
+ * types, else invalidated whole; the params listed are canonical), contexts
+ * without params, and the targets a handler adds at run time (scoped the
+ * same way, unknown contexts skipped, duplicates dropped). The canonical
+ * readings themselves (src/params.c) are checked at the end.
  */
 #include <criterion/criterion.h>
 
@@ -14,6 +16,7 @@
 
 #include "invalidate.h"
 #include "job.h"
+#include "params.h"
 #include "registry.h"
 
 static mizan_registry_t reg;
@@ -50,19 +53,27 @@ static void setup(void)
     add_ctx("post", "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"post_id\"],"
                     " \"properties\": {\"post_id\": {\"type\": \"integer\", \"minimum\": 1}}}");
     add_ctx("feed", NULL);
-    add_ctx("thread", "{\"type\": \"object\", \"additionalProperties\": false,"
+    add_ctx("thread", "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"page\", \"post_id\"],"
                       " \"properties\": {\"post_id\": {\"type\": \"integer\"}, \"page\": {\"type\": \"integer\"}}}");
-    add_ctx("replies", "{\"type\": \"object\", \"additionalProperties\": false,"
+    add_ctx("replies", "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"parent\"],"
                        " \"properties\": {\"parent\": {\"type\": [\"integer\", \"null\"]}}}");
-    add_ctx("tagged", "{\"type\": \"object\", \"additionalProperties\": false,"
+    add_ctx("tagged", "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"tag\", \"drafts\"],"
                       " \"properties\": {\"tag\": {\"type\": \"string\", \"minLength\": 1},"
                       " \"drafts\": {\"type\": \"boolean\"}}}");
+    /* The two cases of PROTOCOL.md section 5 rev 2: an optional param, and
+     * a param the query string may read as an integer or a string. */
+    add_ctx("article", "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"id\"],"
+                       " \"properties\": {\"id\": {\"type\": \"integer\"}, \"lang\": {\"type\": \"string\"}}}");
+    add_ctx("item", "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"key\"],"
+                    " \"properties\": {\"key\": {\"type\": [\"integer\", \"string\"]}}}");
     add_ctx("paged", "{\"type\": \"object\", \"additionalProperties\": false,"
                      " \"properties\": {\"post_id\": {\"type\": \"integer\"},"
                      " \"page\": {\"type\": \"integer\", \"default\": 1}}}");
     add_mutation("update_post", FNS("post", "feed", "thread"));
     add_mutation("reply", FNS("replies", "tagged", "paged"));
     add_mutation("touch", NULL);
+    add_mutation("edit_article", FNS("article"));
+    add_mutation("put_item", FNS("item"));
     mizan_err_t err = {{0}};
     cr_assert_eq(mizan_registry_finish(&reg, &err), 0, "%s", err.msg);
 }
@@ -85,7 +96,7 @@ static const mizan_function_t *fn(const char *name)
 static json_t *J(const char *text)
 {
     json_error_t jerr;
-    json_t *v = json_loads(text, 0, &jerr);
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
     cr_assert_not_null(v, "test error: '%s': %s", text, jerr.text);
     return v;
 }
@@ -166,15 +177,128 @@ Test(invalidate, nullable_boolean_and_string_params)
                    " {\"context\": \"paged\"}]");
 }
 
-Test(invalidate, a_param_with_a_default_is_still_required_to_scope)
+Test(invalidate, a_param_with_a_default_is_not_required_so_never_scoped)
 {
-    /* "paged" has page with a default; a mutation that does not know the
-     * page cannot name one bundle. */
+    /* "paged" has optional params (page has a default): a bundle may be
+     * keyed with or without them, so no single target reaches every one. */
     expect_targets("reply", "{\"post_id\": 4}", NULL,
                    "[{\"context\": \"replies\"}, {\"context\": \"tagged\"}, {\"context\": \"paged\"}]");
     expect_targets("reply", "{\"post_id\": 4, \"page\": 1}", NULL,
-                   "[{\"context\": \"replies\"}, {\"context\": \"tagged\"},"
-                   " {\"context\": \"paged\", \"params\": {\"page\": 1, \"post_id\": 4}}]");
+                   "[{\"context\": \"replies\"}, {\"context\": \"tagged\"}, {\"context\": \"paged\"}]");
+}
+
+/* ---- exact scoping (PROTOCOL.md section 5 rev 2) ------------------------------------------ */
+
+Test(invalidate, an_optional_param_makes_the_target_the_whole_context)
+{
+    /* The bundle of ?id=1 is keyed {"id":1}; {"id":1,"lang":"en"} would miss it. */
+    expect_targets("edit_article", "{\"id\": 1, \"lang\": \"en\"}", NULL, "[{\"context\": \"article\"}]");
+    expect_targets("edit_article", "{\"id\": 1}", NULL, "[{\"context\": \"article\"}]");
+}
+
+Test(invalidate, a_value_read_two_ways_makes_the_target_the_whole_context)
+{
+    /* ?key=1 is the integer 1; the mutation's "1" could be that or the string. */
+    expect_targets("put_item", "{\"key\": \"1\"}", NULL, "[{\"context\": \"item\"}]");
+    expect_targets("put_item", "{\"key\": \"-7\"}", NULL, "[{\"context\": \"item\"}]");
+    /* One reading only: scoped. */
+    expect_targets("put_item", "{\"key\": 1}", NULL, "[{\"context\": \"item\", \"params\": {\"key\": 1}}]");
+    expect_targets("put_item", "{\"key\": \"abc\"}", NULL,
+                   "[{\"context\": \"item\", \"params\": {\"key\": \"abc\"}}]");
+    expect_targets("put_item", "{\"key\": 3.0}", NULL, "[{\"context\": \"item\", \"params\": {\"key\": 3}}]");
+    /* A string the query string keeps as a string (no integer reading). */
+    expect_targets("put_item", "{\"key\": \"+1\"}", NULL,
+                   "[{\"context\": \"item\", \"params\": {\"key\": \"+1\"}}]");
+    /* A boolean is not declared: only its query-string text can be read. */
+    expect_targets("put_item", "{\"key\": true}", NULL,
+                   "[{\"context\": \"item\", \"params\": {\"key\": \"true\"}}]");
+}
+
+Test(invalidate, targets_carry_canonical_params_never_raw_args)
+{
+    json_t *a = J("{\"post_id\": 12.0}");
+    json_t *got = mizan_invalidate_targets(fn("update_post"), a, NULL);
+    json_t *v = json_object_get(json_object_get(json_array_get(got, 0), "params"), "post_id");
+    cr_assert(json_is_integer(v), "12.0 must be listed as the integer 12");
+    cr_assert_eq(json_integer_value(v), 12);
+    char *text = json_dumps(json_array_get(got, 0), JSON_COMPACT);
+    cr_assert_str_eq(text, "{\"context\":\"post\",\"params\":{\"post_id\":12}}");
+    free(text);
+    json_decref(got);
+    json_decref(a);
+    /* A string the query string would read as the integer: canonical too. */
+    expect_targets("update_post", "{\"post_id\": \"12\", \"page\": 2.0}", NULL,
+                   "[{\"context\": \"post\", \"params\": {\"post_id\": 12}}, {\"context\": \"feed\"},"
+                   " {\"context\": \"thread\", \"params\": {\"page\": 2, \"post_id\": 12}}]");
+    expect_targets("touch", "{}", "[{\"context\": \"post\", \"params\": {\"post_id\": 9.0}}]",
+                   "[{\"context\": \"post\", \"params\": {\"post_id\": 9}}]");
+}
+
+/* Asserts mizan_params_canonical(types, v) is expected (JSON text) or NULL. */
+static void expect_canonical(const char *types, const char *v, const char *expected)
+{
+    json_t *t = J(types);
+    json_t *value = json_loads(v, JSON_DECODE_ANY, NULL);
+    cr_assert_not_null(value, "test error: %s", v);
+    json_t *got = mizan_params_canonical(t, value);
+    if (expected == NULL) {
+        char *text = got != NULL ? json_dumps(got, JSON_ENCODE_ANY) : NULL;
+        cr_assert_null(got, "%s as %s: want no canonical value, got %s", v, types, text);
+        free(text);
+    } else {
+        json_t *want = json_loads(expected, JSON_DECODE_ANY, NULL);
+        cr_assert(got != NULL && json_equal(got, want) && json_typeof(got) == json_typeof(want),
+                  "%s as %s: want %s", v, types, expected);
+        json_decref(want);
+    }
+    json_decref(got);
+    json_decref(value);
+    json_decref(t);
+}
+
+Test(invalidate, canonical_values_follow_the_query_string_rules)
+{
+    expect_canonical("\"integer\"", "12", "12");
+    expect_canonical("\"integer\"", "12.0", "12");
+    expect_canonical("\"integer\"", "-0.0", "0");
+    expect_canonical("\"integer\"", "12.5", NULL);
+    expect_canonical("\"integer\"", "1e300", NULL);
+    expect_canonical("\"integer\"", "\"12\"", "12");
+    expect_canonical("\"integer\"", "\" 12\"", NULL);
+    expect_canonical("\"integer\"", "null", NULL);
+    expect_canonical("\"integer\"", "[1]", NULL);
+    expect_canonical("[\"integer\", \"string\"]", "\"1\"", NULL);
+    expect_canonical("[\"integer\", \"string\"]", "1", "1");
+    expect_canonical("[\"integer\", \"string\"]", "\"x\"", "\"x\"");
+    expect_canonical("\"string\"", "\"1\"", "\"1\"");
+    expect_canonical("\"string\"", "5", "\"5\"");
+    expect_canonical("\"string\"", "null", NULL);
+    expect_canonical("[\"boolean\", \"string\"]", "\"true\"", NULL);
+    expect_canonical("[\"boolean\", \"string\"]", "true", "true");
+    expect_canonical("\"boolean\"", "\"false\"", "false");
+    expect_canonical("[\"string\", \"null\"]", "null", "null");
+    expect_canonical("[\"string\", \"null\"]", "\"\"", NULL);
+    expect_canonical("[\"string\", \"null\"]", "\"null\"", NULL);
+    expect_canonical("[\"integer\", \"null\"]", "\"\"", "null");
+}
+
+Test(invalidate, query_string_coercion)
+{
+    struct { const char *types, *s, *want; } cases[] = {
+        {"\"integer\"", "5", "5"},           {"\"integer\"", "-5", "-5"},
+        {"\"integer\"", "+5", "\"+5\""},     {"\"integer\"", "5x", "\"5x\""},
+        {"\"boolean\"", "true", "true"},     {"\"boolean\"", "True", "\"True\""},
+        {"[\"null\",\"string\"]", "", "null"}, {"\"string\"", "null", "\"null\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *t = J(cases[i].types);
+        json_t *got = mizan_params_coerce(t, cases[i].s);
+        json_t *want = json_loads(cases[i].want, JSON_DECODE_ANY, NULL);
+        cr_assert(json_equal(got, want), "coerce(%s, \"%s\")", cases[i].types, cases[i].s);
+        json_decref(want);
+        json_decref(got);
+        json_decref(t);
+    }
 }
 
 Test(invalidate, a_context_without_params_is_never_scoped)

@@ -167,3 +167,17 @@ Test(output_check, registry_refuses_bad_output_schemas)
         mizan_registry_deinit(&reg);
     }
 }
+
+Test(output_check, abi_1_definitions_have_no_output_schema)
+{
+    /* A module built for ABI 1 ends its definition before output_schema: whatever lies there is not read. */
+    setup(true);
+    mod.abi = 1;
+    mizan_function_def_t d = {.name = "old", .kind = MIZAN_QUERY, .handler = h_answer, .output_schema = "{not json"};
+    cr_assert_eq(mizan_module_add_function((mizan_module_t *)&mod, &d), 0);
+    mizan_err_t err = {{0}};
+    cr_assert_eq(mizan_registry_finish(&reg, &err), 0, "%s", err.msg);
+    const mizan_function_t *f = mizan_registry_function(&reg, "old");
+    cr_assert(f->output_src == NULL && f->output == NULL && !f->check_output);
+    mizan_registry_deinit(&reg);
+}

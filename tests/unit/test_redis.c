@@ -749,12 +749,15 @@ Test(redis, store_then_lookup)
     long long ttl = raw_int_cmd(c, "TTL", "t:ctx:{post}:k");
     cr_assert(ttl > 50 && ttl <= 60, "TTL %lld", ttl);
 
-    /* A revision that is not an integer fails the lookup. */
+    /* A revision that is not an integer fails the lookup, naming the key
+     * at fault so that the caller can repair it. */
     raw_ok(c, "SET", raw_cmd(c, "SET", "t:rev:{post}:d", "12x", NULL));
     do_lookup(r, "t:rev:{post}", "t:rev:{post}:d", "t:ctx:{post}:k", &l);
     WAIT_FOR(l.calls > 0, 3000);
     cr_assert_eq(l.calls, 1);
-    cr_assert_eq(l.rc, -1);
+    cr_assert_eq(l.rc, MIZAN_REDIS_LOOKUP_BAD_REV);
+    cr_assert_eq(l.ctx_rev, 0);
+    cr_assert_eq(l.scoped_rev, 1);
     cr_assert_not(l.has_value);
 
     /* A store with no TTL is dropped. */
@@ -820,6 +823,85 @@ Test(redis, invalidate_bumps_expires_and_publishes)
     cr_assert_eq(st.replay_queued, 0);
     raw_close(c);
     raw_close(sub);
+}
+
+/* GET key: the type letter of the reply and, for a bulk string, its integer value. */
+static char raw_get_type(raw_t *c, const char *key, long long *v)
+{
+    rr_t *r = raw_cmd(c, "GET", key, NULL);
+    cr_assert_not_null(r, "GET %s: no reply", key);
+    char t = r->type;
+    if (t == '$')
+        *v = strtoll(r->str, NULL, 10);
+    rr_free(r);
+    return t;
+}
+
+Test(redis, revision_keys_of_the_wrong_type_are_repaired_by_invalidations)
+{
+    mizan_redis_t *r = start_plain(1000);
+    raw_t *c = srv_raw(NULL, NULL);
+    /* A list, a hash, text, and an integer at its limit: INCR fails on each. */
+    rr_free(raw_cmd(c, "RPUSH", "t:rev:{a}", "x", NULL));
+    rr_free(raw_cmd(c, "HSET", "t:rev:{b}:d", "f", "v", NULL));
+    raw_ok(c, "SET", raw_cmd(c, "SET", "t:rev:{c}", "not a number", NULL));
+    raw_ok(c, "SET", raw_cmd(c, "SET", "t:rev:{d}", "9223372036854775807", NULL));
+    mizan_redis_inval_t items[4] = {
+        {.rev_key = "t:rev:{a}", .expire_s = 0, .event = "a", .event_len = 1},
+        {.rev_key = "t:rev:{b}:d", .expire_s = 120, .event = "b", .event_len = 1},
+        {.rev_key = "t:rev:{c}", .expire_s = 0, .event = "c", .event_len = 1},
+        {.rev_key = "t:rev:{d}", .expire_s = 0, .event = "d", .event_len = 1},
+    };
+    long long before = (long long)time(NULL) * 1000000;
+    dn_t d;
+    do_invalidate(r, items, 4, "t:events", &d);
+    WAIT_FOR(d.calls > 0, 3000);
+    cr_assert_eq(d.calls, 1);
+    cr_assert_eq(d.rc, 0, "the invalidation must be recorded, not queued (rc %d)", d.rc);
+    const char *keys[4] = {"t:rev:{a}", "t:rev:{b}:d", "t:rev:{c}", "t:rev:{d}"};
+    for (int i = 0; i < 4; i++) {
+        long long v = 0;
+        cr_assert_eq(raw_get_type(c, keys[i], &v), '$', "%s is not a string revision again", keys[i]);
+        cr_assert(v >= before && v < before + 3600LL * 1000000, "%s repaired to %lld", keys[i], v);
+    }
+    long long ttl = raw_int_cmd(c, "TTL", "t:rev:{b}:d");
+    cr_assert(ttl > 110 && ttl <= 120, "a repaired scoped revision keeps its expiry (TTL %lld)", ttl);
+    cr_assert_eq(raw_int_cmd(c, "TTL", "t:rev:{a}"), -1);
+    mizan_redis_stats_t st;
+    mizan_redis_shared_stats(T.shared, &st);
+    cr_assert_eq(st.replay_queued, 0);
+    cr_assert_eq(st.repaired, 4);
+    /* Each event goes out again after its key was repaired. */
+    cr_assert_eq(st.published, 8);
+    cr_assert(mizan_redis_usable(r), "the connection stays usable");
+    /* The next bump is an ordinary INCR. */
+    long long v0 = 0, v1 = 0;
+    raw_get_type(c, "t:rev:{a}", &v0);
+    do_invalidate(r, items, 1, "t:events", &d);
+    WAIT_FOR(d.calls > 0, 3000);
+    cr_assert_eq(d.rc, 0);
+    raw_get_type(c, "t:rev:{a}", &v1);
+    cr_assert_eq(v1, v0 + 1);
+    raw_close(c);
+}
+
+Test(redis, repair_rev_overwrites_a_corrupted_revision)
+{
+    mizan_redis_t *r = start_plain(1000);
+    raw_t *c = srv_raw(NULL, NULL);
+    raw_ok(c, "SET", raw_cmd(c, "SET", "t:rev:{e}:x", "junk", NULL));
+    lk_t l;
+    do_lookup(r, "t:rev:{e}", "t:rev:{e}:x", "t:ctx:{e}:k", &l);
+    WAIT_FOR(l.calls > 0, 3000);
+    cr_assert_eq(l.rc, MIZAN_REDIS_LOOKUP_BAD_REV);
+    mizan_redis_repair_rev(r, "t:rev:{e}:x", 60);
+    do_lookup(r, "t:rev:{e}", "t:rev:{e}:x", "t:ctx:{e}:k", &l);
+    WAIT_FOR(l.calls > 0, 3000);
+    cr_assert_eq(l.rc, 0, "the lookup works again after the repair");
+    cr_assert(l.scoped_rev > (long long)time(NULL) * 1000000 - 60LL * 1000000);
+    long long ttl = raw_int_cmd(c, "TTL", "t:rev:{e}:x");
+    cr_assert(ttl > 50 && ttl <= 60, "TTL %lld", ttl);
+    raw_close(c);
 }
 
 Test(redis, subscription_receives_messages)

@@ -35,7 +35,7 @@ export interface AddCommentResult {
 export type BoomArgs = Record<string, never>;
 export type BoomResult = never;
 
-/** create_post (mutation, auth true, invalidates feed, drafts): Writes a new post as the caller. */
+/** create_post (mutation, auth true, invalidates feed, drafts, post): Writes a new post as the caller. */
 export interface CreatePostArgs {
   body: string;
   /** @default true */
@@ -331,7 +331,7 @@ export interface TypedClient extends Client {
     add_comment(args: AddCommentArgs): Promise<AddCommentResult>;
     /** boom (query): Always fails with INTERNAL_ERROR. */
     boom(args?: BoomArgs): Promise<BoomResult>;
-    /** create_post (mutation, auth true, invalidates feed, drafts): Writes a new post as the caller. */
+    /** create_post (mutation, auth true, invalidates feed, drafts, post): Writes a new post as the caller. */
     create_post(args: CreatePostArgs): Promise<CreatePostResult>;
     /** delete_post (mutation, auth "staff", invalidates post, feed, drafts): Deletes a post and its comments. */
     delete_post(args: DeletePostArgs): Promise<DeletePostResult>;

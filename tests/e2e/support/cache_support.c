@@ -122,6 +122,18 @@ char *mz_key_bundle(const char *ctx, const char *jcs, const char *scope)
     return mz_fmt(KEY_PREFIX "ctx:{%s}:%s", ctx, hmac_parts(parts, 4));
 }
 
+char *mz_key_user_scope(const char *sub, bool staff, bool superuser, const char *const *perms)
+{
+    return mz_fmt("user:%s:%s", sub, mz_key_perm(staff, superuser, perms));
+}
+
+char *mz_stored_value(const char *bundle_key, long long r0, long long r1, const char *body)
+{
+    char *doc = mz_fmt("{\"v\":2,\"rev\":[%lld,%lld],\"bundle\":%s}", r0, r1, body);
+    const char *parts[] = {"mizan/v1/value", bundle_key, doc};
+    return mz_fmt("%s\n%s", hmac_parts(parts, 3), doc);
+}
+
 char *mz_key_ctx_rev(const char *ctx)
 {
     return mz_fmt(KEY_PREFIX "rev:{%s}", ctx);

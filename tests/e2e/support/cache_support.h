@@ -37,6 +37,16 @@ char *mz_key_perm(bool staff, bool superuser, const char *const *perms);
 /** bundle_key(C, P, S) with scope S ("public", "user:alice", "perms:<hex>"). */
 char *mz_key_bundle(const char *ctx, const char *jcs, const char *scope);
 
+/** The user scope (rev 2) "user:" sub ":" perm_key of those claims. */
+char *mz_key_user_scope(const char *sub, bool staff, bool superuser, const char *const *perms);
+
+/**
+ * The value stored under bundle_key (rev 2): mac "\n" doc with doc
+ * {"v":2,"rev":[r0,r1],"bundle":body}, mac = HMAC("mizan/v1/value\0"
+ * bundle_key "\0" doc).
+ */
+char *mz_stored_value(const char *bundle_key, long long r0, long long r1, const char *body);
+
 /** context_rev_key(C). */
 char *mz_key_ctx_rev(const char *ctx);
 

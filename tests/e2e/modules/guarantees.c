@@ -1,0 +1,164 @@
+/*
+ * guarantees.c - a test-only function module for the cache guarantees of
+ * PROTOCOL.md section 5 (rev 2): mutations that commit and then fail or
+ * pass their deadline, and contexts whose params cannot always be scoped
+ * (an optional param; a param typed ["integer","string"]).
+ *
+ * State is one counter in a file (module config "dir"), so that several
+ * gateway processes started on the same directory share it, like instances
+ * sharing one database. Every context shows the counter; every mutation
+ * adds one to it before doing anything else. A bundle served after a
+ * mutation with the old counter is therefore a stale bundle.
+ *
+ * Functions (all open to anyone):
+ *   gt_read        query     returns {"n": counter}
+ *   gt_bump        mutation  counter += 1; invalidates gt_item, gt_opt, gt_multi
+ *   gt_bump_slow   mutation  counter += 1, then sleeps args.ms past its
+ *                            deadline (module config "slow_timeout_ms",
+ *                            default 300 ms); invalidates gt_item
+ *   gt_bump_fail   mutation  counter += 1, then fails (INTERNAL_ERROR);
+ *                            invalidates gt_item
+ * Contexts (public, TTL 60 s, one function: gt_read):
+ *   gt_item   {id: integer, required}
+ *   gt_opt    {id: integer, required; lang: string, optional}
+ *   gt_multi  {key: ["integer","string"], required}
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <mizan/mizan.h>
+
+typedef struct gt_state {
+    char path[4096]; /* the counter file */
+} gt_state_t;
+
+/* Adds delta to the counter under an exclusive lock; the new value in *out. */
+static int counter_add(const gt_state_t *st, long long delta, long long *out)
+{
+    int fd = open(st->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    int rc = -1;
+    if (flock(fd, delta != 0 ? LOCK_EX : LOCK_SH) != 0)
+        goto done;
+    char buf[32] = "";
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    if (n < 0)
+        goto done;
+    buf[n] = '\0';
+    long long v = strtoll(buf, NULL, 10) + delta;
+    if (delta != 0) {
+        int len = snprintf(buf, sizeof(buf), "%lld\n", v);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len || fsync(fd) != 0)
+            goto done;
+    }
+    *out = v;
+    rc = 0;
+done:
+    close(fd);
+    return rc;
+}
+
+static int bump(mizan_req_t *req)
+{
+    long long v;
+    if (counter_add(mizan_req_module_data(req), 1, &v) < 0)
+        return mizan_req_error(req, MIZAN_INTERNAL_ERROR, "cannot write the counter", NULL);
+    return 0;
+}
+
+static int fn_read(mizan_req_t *req)
+{
+    long long v;
+    if (counter_add(mizan_req_module_data(req), 0, &v) < 0)
+        return mizan_req_error(req, MIZAN_INTERNAL_ERROR, "cannot read the counter", NULL);
+    mizan_req_result(req, json_pack("{s:I}", "n", (json_int_t)v));
+    return 0;
+}
+
+static int fn_bump(mizan_req_t *req)
+{
+    if (bump(req) < 0)
+        return -1;
+    mizan_req_result(req, json_pack("{s:b}", "bumped", 1));
+    return 0;
+}
+
+static int fn_bump_slow(mizan_req_t *req)
+{
+    if (bump(req) < 0)
+        return -1;
+    /* Committed; now outlive the deadline (the sleep ends early once the
+     * gateway cancels the call, long after its 504 went out). */
+    json_int_t ms = json_integer_value(json_object_get(mizan_req_args(req), "ms"));
+    mizan_req_sleep(req, (long)ms);
+    mizan_req_result(req, json_pack("{s:b}", "bumped", 1));
+    return 0;
+}
+
+static int fn_bump_fail(mizan_req_t *req)
+{
+    if (bump(req) < 0)
+        return -1;
+    return mizan_req_error(req, MIZAN_INTERNAL_ERROR, "failed after committing", NULL);
+}
+
+static void free_state(void *data)
+{
+    free(data);
+}
+
+#define FNS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+MIZAN_EXPORT int mizan_module_init(mizan_module_t *m);
+
+MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
+{
+    const json_t *dir = json_object_get(mizan_module_config(m), "dir");
+    if (!json_is_string(dir) || json_string_length(dir) == 0 || json_string_length(dir) > 4000)
+        return mizan_module_fail(m, "config \"dir\" must name a directory");
+    gt_state_t *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return mizan_module_fail(m, "out of memory");
+    snprintf(st->path, sizeof(st->path), "%s/gt-counter", json_string_value(dir));
+    const json_t *slow_ms = json_object_get(mizan_module_config(m), "slow_timeout_ms");
+    int slow_timeout_ms = json_is_integer(slow_ms) ? (int)json_integer_value(slow_ms) : 300;
+    mizan_module_set_data(m, st, free_state);
+
+    static const char open_schema[] = "{\"type\": \"object\"}";
+    static const char slow_schema[] =
+        "{\"type\": \"object\", \"required\": [\"id\", \"ms\"],"
+        " \"properties\": {\"id\": {\"type\": \"integer\"}, \"ms\": {\"type\": \"integer\", \"minimum\": 0}}}";
+    const mizan_function_def_t fns[] = {
+        {.name = "gt_read", .kind = MIZAN_QUERY, .handler = fn_read, .input_schema = open_schema},
+        {.name = "gt_bump", .kind = MIZAN_MUTATION, .handler = fn_bump, .input_schema = open_schema,
+         .invalidates = FNS("gt_item", "gt_opt", "gt_multi")},
+        {.name = "gt_bump_slow", .kind = MIZAN_MUTATION, .handler = fn_bump_slow, .input_schema = slow_schema,
+         .invalidates = FNS("gt_item"), .timeout_ms = slow_timeout_ms},
+        {.name = "gt_bump_fail", .kind = MIZAN_MUTATION, .handler = fn_bump_fail, .input_schema = open_schema,
+         .invalidates = FNS("gt_item")},
+    };
+    const mizan_context_def_t ctxs[] = {
+        {.name = "gt_item", .functions = FNS("gt_read"), .ttl = 60, .scope = MIZAN_SCOPE_PUBLIC,
+         .params_schema = "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"id\"],"
+                          " \"properties\": {\"id\": {\"type\": \"integer\"}}}"},
+        {.name = "gt_opt", .functions = FNS("gt_read"), .ttl = 60, .scope = MIZAN_SCOPE_PUBLIC,
+         .params_schema = "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"id\"],"
+                          " \"properties\": {\"id\": {\"type\": \"integer\"}, \"lang\": {\"type\": \"string\"}}}"},
+        {.name = "gt_multi", .functions = FNS("gt_read"), .ttl = 60, .scope = MIZAN_SCOPE_PUBLIC,
+         .params_schema = "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"key\"],"
+                          " \"properties\": {\"key\": {\"type\": [\"integer\", \"string\"]}}}"},
+    };
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+        if (mizan_module_add_function(m, &fns[i]) < 0)
+            return -1;
+    for (size_t i = 0; i < sizeof(ctxs) / sizeof(ctxs[0]); i++)
+        if (mizan_module_add_context(m, &ctxs[i]) < 0)
+            return -1;
+    return 0;
+}
