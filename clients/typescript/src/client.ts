@@ -49,6 +49,8 @@ export interface ClientOptions {
   reconnect?: ReconnectOptions;
   /** "auto" (default): EventSource in browsers when no header is needed, else a streaming fetch. */
   eventTransport?: "auto" | "fetch" | "eventsource";
+  /** Bundles kept in the store, least recently written dropped first (default 200). */
+  storeSize?: number;
   /** Listen to the gateway's event stream while subscriptions are live (default true). */
   events?: boolean;
   /** Observer of every invalidation the client acts on (from a mutation or an event). */
@@ -337,8 +339,8 @@ class Client {
         if (cache !== null) b.cache = cache;
         // Only a fetch not overtaken by an invalidation may become the stored value.
         if (this.pending.get(key) === entry) {
-          this.store.set(key, b);
-          this.store.set(targetKey(name, b.params), b);
+          this.remember(key, b);
+          this.remember(targetKey(name, b.params), b);
         }
         return b;
       } finally {
@@ -347,6 +349,17 @@ class Client {
     })();
     this.pending.set(key, entry);
     return entry.promise;
+  }
+
+  /* Stores b under key as the newest entry; drops the oldest past storeSize. */
+  private remember(key: string, b: Bundle): void {
+    this.store.delete(key);
+    this.store.set(key, b);
+    const max = Math.max(1, this.opts.storeSize ?? 200);
+    for (const k of this.store.keys()) {
+      if (this.store.size <= max) break;
+      this.store.delete(k);
+    }
   }
 
   peek(name: string, params: unknown): Bundle | undefined {

@@ -165,6 +165,11 @@ describe("contexts", () => {
     const b2 = await c.context("post", { post_id: 3 });
     assert.equal(b2.cache, "HIT");
     assert.deepEqual(c.peek("post", { post_id: 3 }).data, b2.data);
+    // The store is bounded: the oldest bundle goes first.
+    const small = client({ storeSize: 2 });
+    for (const id of [1, 2, 3]) await small.context("post", { post_id: id });
+    assert.equal(small.peek("post", { post_id: 1 }), undefined);
+    assert.equal(small.peek("post", { post_id: 3 }).data.get_post.id, 3);
     // A params error is a MizanError with the params location.
     const e = await c.context("post", { post_id: "x" }).then(() => null, (x) => x);
     assert.ok(e instanceof MizanError);
