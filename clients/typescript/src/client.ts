@@ -324,7 +324,13 @@ class Client {
       this.stats.dedupHits++;
       return inflight.promise;
     }
-    const url = this.base + "/ctx/" + encodeURIComponent(name) + "/" + paramsQuery(params);
+    let query: string;
+    try {
+      query = paramsQuery(params);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const url = this.base + "/ctx/" + encodeURIComponent(name) + "/" + query;
     this.stats.contextFetches++;
     const entry: Pending = { name, canonical: canonicalParams(params), promise: Promise.resolve(null as unknown as Bundle) };
     entry.promise = (async () => {

@@ -175,6 +175,9 @@ describe("contexts", () => {
     assert.ok(e instanceof MizanError);
     assert.equal(e.code, "VALIDATION_FAILED");
     assert.equal(e.details[0].loc[0], "params");
+    // Params that cannot go on a query string are refused before any request.
+    const bad = await c.context("post", { post_id: [1] }).then(() => null, (x) => x);
+    assert.ok(bad instanceof TypeError, `got ${bad}`);
     const u = await c.context("no_such_context", {}).then(() => null, (x) => x);
     assert.ok(u instanceof MizanError && u.code === "NOT_FOUND");
   });
