@@ -7,7 +7,7 @@ import http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { Run, freePort, gatewayConfig, loadClient, recordingFetch, sleep, waitFor } from "./support.mjs";
 
-const { createClient, MizanError, NetworkError, canonicalParams, paramsQuery } = await loadClient();
+const { createClient, MizanError, NetworkError, canonicalParams, paramsQuery, SseParser } = await loadClient();
 
 const run = new Run("client");
 let gw;
@@ -284,6 +284,22 @@ describe("invalidation", () => {
     const late = await c.context("post", { post_id: 2 });
     await early;
     assert.equal(late.data.get_post.title, title);
+  });
+});
+
+describe("the SSE parser", () => {
+  test("frames split anywhere, CRLF or LF, comments and retry lines", () => {
+    const text = "retry: 2000\r\n: connected\r\n\r\nevent: invalidate\r\ndata: {\"context\":\"post\",\r\ndata: \"params\":{\"post_id\":1}}\r\n\r\n: heartbeat\n\nevent: invalidate\ndata:{\"context\":\"feed\"}\n\n";
+    for (let cut = 0; cut <= text.length; cut++) {
+      const got = [];
+      const p = new SseParser((event, data) => got.push([event, data]));
+      p.push(text.slice(0, cut));
+      p.push(text.slice(cut));
+      assert.deepEqual(got, [
+        ["invalidate", '{"context":"post",\n"params":{"post_id":1}}'],
+        ["invalidate", '{"context":"feed"}'],
+      ], `split at ${cut}`);
+    }
   });
 });
 
