@@ -53,6 +53,8 @@ static const field_t fields[] = {
     {"sse_max_buffer_bytes", F_SIZE, OFF(sse_max_buffer_bytes), 256 * 1024, NULL, 1024, 1LL << 30},
     {"compress_min_bytes", F_SIZE, OFF(compress_min_bytes), 1024, NULL, 0, 1LL << 30},
     {"compress_level", F_INT, OFF(compress_level), 1, NULL, 0, 9},
+    {"sse_max_clients_per_address", F_INT, OFF(sse_max_clients_per_address), 32, NULL, 1, 1000000},
+    {"sse_max_input_bytes", F_SIZE, OFF(sse_max_input_bytes), 4096, NULL, 0, 1 << 20},
     {"api_prefix", F_STRING, OFF(api_prefix), 0, "/api/mizan", 0, 0},
     {"instance", F_STRING, OFF(instance), 0, NULL, 0, 0},
     {"module_dir", F_STRING, OFF(module_dir), 0, NULL, 0, 0},

@@ -44,6 +44,8 @@ typedef struct mizan_config {
     int sse_heartbeat_s;       /**< comment line interval on event streams */
     int sse_max_clients;       /**< event streams per instance */
     size_t sse_max_buffer_bytes; /**< unsent bytes before a stream is dropped */
+    int sse_max_clients_per_address; /**< event streams per client address */
+    size_t sse_max_input_bytes; /**< bytes a stream's client may send before it is closed */
     char *api_prefix;          /**< "/api/mizan" */
     int log_level;             /**< mizan_log_level_t */
     char *instance;            /**< instance id in logs and events */

@@ -157,6 +157,9 @@ void mizan_loop_abort(mizan_loop_t *loop);
 /** Stops the loop thread, joins it and frees the loop. Main thread. */
 void mizan_loop_join(mizan_loop_t *loop);
 
+/** Writes a fresh request id (32 hex digits) into out. Loop thread. */
+void mizan_loop_request_id(mizan_loop_t *loop, char *out, size_t len);
+
 /** A new exchange for req, linked into the loop's live list. */
 mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *req);
 
@@ -180,6 +183,13 @@ void mizan_reply_json(mizan_exchange_t *ex, json_t *body);
  * and puts the request id in details. Ends the exchange.
  */
 void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *message, json_t *details);
+
+/**
+ * The error envelope's text (new, malloc'd; NULL when out of memory): the
+ * one renderer behind mizan_reply_error() and the connection-level
+ * refusals of conn.c. message NULL picks a default; details stolen. Any thread.
+ */
+char *mizan_reply_render_error(mizan_code_t code, const char *message, json_t *details);
 
 /** 503 with Retry-After: shutting down, or overloaded (the work queue is full). */
 void mizan_reply_unavailable(mizan_exchange_t *ex);

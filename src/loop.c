@@ -234,6 +234,12 @@ static bool sane_request_id(const char *v)
     return n > 0;
 }
 
+void mizan_loop_request_id(mizan_loop_t *loop, char *out, size_t len)
+{
+    snprintf(out, len, "%016llx%016llx", (unsigned long long)next_random(loop),
+             (unsigned long long)next_random(loop));
+}
+
 mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *req)
 {
     mizan_exchange_t *ex = calloc(1, sizeof(*ex));
@@ -248,8 +254,7 @@ mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *
     if (rid != NULL && sane_request_id(rid))
         snprintf(ex->rid, sizeof(ex->rid), "%s", rid);
     else
-        snprintf(ex->rid, sizeof(ex->rid), "%016llx%016llx", (unsigned long long)next_random(loop),
-                 (unsigned long long)next_random(loop));
+        mizan_loop_request_id(loop, ex->rid, sizeof(ex->rid));
     ex->next = loop->live;
     if (loop->live != NULL)
         loop->live->prev = ex;
@@ -420,8 +425,10 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
     evhttp_set_timeout_tv(loop->http, &idle);
     if (mizan_conns_init(loop, err) < 0)
         return -1;
-    evhttp_set_allowed_methods(loop->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                                               EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    /* Every method reaches the router, which answers 405 with Allow (TRACE,
+     * CONNECT and methods evhttp does not know included) instead of evhttp's
+     * HTML 501 page. */
+    evhttp_set_allowed_methods(loop->http, 0xffff);
     if (mizan_cache_loop_init(loop, err) < 0 || mizan_upstream_loop_init(loop, err) < 0)
         return -1;
     loop->fd = open_listener(cfg, port, err);
