@@ -273,9 +273,11 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
          "# HELP mizan_workers Worker threads.\n"
          "# TYPE mizan_workers gauge\nmizan_workers %d\n"
          "# HELP mizan_sse_clients Open event streams.\n"
-         "# TYPE mizan_sse_clients gauge\nmizan_sse_clients %zu\n",
+         "# TYPE mizan_sse_clients gauge\nmizan_sse_clients %zu\n"
+         "# HELP mizan_events_dropped_total Malformed messages on the events channel, dropped unseen.\n"
+         "# TYPE mizan_events_dropped_total counter\nmizan_events_dropped_total %zu\n",
          cs.coalesced, cs.invalidations, cs.events_received, queued, gw->cfg.queue_size, busy, gw->pool.nthreads,
-         mizan_events_clients(gw));
+         mizan_events_clients(gw), mizan_events_dropped());
     emit(&o,
          "# HELP mizan_cache_rejected_total Stored values refused because their mac did not verify.\n"
          "# TYPE mizan_cache_rejected_total counter\nmizan_cache_rejected_total %lld\n",
