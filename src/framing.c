@@ -77,7 +77,7 @@ static int request_line(const char *s, size_t n, mizan_head_t *out, bool *http10
     } else if (vlen == 8 && memcmp(sp2 + 1, "HTTP/1.0", 8) == 0) {
         *http10 = true;
     } else {
-        refuse(out, 400, "malformed request line (only HTTP/1.0 and HTTP/1.1 are served)");
+        refuse(out, 400, "malformed request line (the version must be HTTP/1.0 or HTTP/1.1)");
         return -1;
     }
     *body_method = (mlen == 4 && memcmp(s, "POST", 4) == 0) || (mlen == 3 && memcmp(s, "PUT", 3) == 0) ||

@@ -86,6 +86,12 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
     if (buf != NULL && len > 0 && !head &&
         !mizan_compress_body(req, cfg->compress_min_bytes, cfg->compress_level, body, len, buf))
         evbuffer_add(buf, body, len);
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
+        /* evhttp frames no body for CONNECT (a tunnel's): frame the answer here. */
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", buf != NULL ? evbuffer_get_length(buf) : 0);
+        evhttp_add_header(h, "Content-Length", n);
+    }
     mizan_conns_reply_sending(ex->loop, req);
     if (evhttp_request_get_connection(req) != NULL) {
         atomic_fetch_add(&ex->loop->unsent, 1);

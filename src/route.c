@@ -128,6 +128,9 @@ void mizan_route_request(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     char path[1024];
     const char *raw = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    /* evhttp parses a CONNECT target as an authority: route its text as a path. */
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT)
+        raw = evhttp_request_get_uri(req);
     if (raw == NULL || strlen(raw) >= sizeof(path)) {
         mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
         return;
