@@ -628,3 +628,15 @@ void mizan_conns_reply_flushed(mizan_loop_t *loop, struct evhttp_request *req)
         kill_after(c, 0); /* after evhttp is done with the answer it just flushed */
     }
 }
+
+void mizan_conns_stream_ended(mizan_loop_t *loop, struct evhttp_request *req)
+{
+    conn_t *c = conn_of(loop, req);
+    if (c == NULL || c->in != IN_STREAMING || c->closing)
+        return;
+    /* The connection may carry requests again: back to reading heads. */
+    c->in = IN_HEAD;
+    c->stream_in = 0;
+    c->busy = false;
+    c->first_ms = 0;
+}

@@ -44,6 +44,9 @@ void mizan_conns_reply_sending(mizan_loop_t *loop, struct evhttp_request *req);
  */
 void mizan_conns_streaming(mizan_loop_t *loop, struct evhttp_request *req);
 
+/** The stream on req's connection ended (graceful shutdown): read requests again. */
+void mizan_conns_stream_ended(mizan_loop_t *loop, struct evhttp_request *req);
+
 /**
  * The answer to req was written out (its on-complete callback): a
  * connection refused meanwhile gets its own answer next.

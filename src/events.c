@@ -238,6 +238,7 @@ void mizan_events_close_all(mizan_loop_t *loop)
     while (sse->clients != NULL) {
         client_t *cl = sse->clients;
         mizan_conns_on_close(loop, cl->evcon, NULL, NULL);
+        mizan_conns_stream_ended(loop, cl->req);
         evhttp_send_reply_end(cl->req);
         client_free(cl);
     }

@@ -243,6 +243,29 @@ Test(hygiene, body_on_get_is_400_and_not_read_as_a_request)
     mz_gw_stop_ok(gw);
 }
 
+Test(hygiene, a_bad_request_behind_one_in_flight_is_refused_after_its_answer)
+{
+    mz_gw_t *gw = mz_gw_start(NULL);
+    double before = mz_metric(gw, PING_RUNS);
+    mz_conn_t *c = mz_connect(gw->port);
+    char err[256] = "";
+    const char *first = "GET /api/mizan/ctx/fanout/?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n";
+    cr_assert_eq(mz_try_send_raw(c, first, strlen(first), err, sizeof(err)), 0, "%s", err);
+    mz_sleep_ms(100); /* the context is being computed */
+    char *second = mz_fmt("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n" SMUGGLED,
+                          strlen(SMUGGLED));
+    cr_assert_eq(mz_try_send_raw(c, second, strlen(second), err, sizeof(err)), 0, "%s", err);
+    mz_resp_t *r = NULL;
+    cr_assert_eq(mz_try_recv(c, &r, err, sizeof(err)), 0, "%s", err);
+    mz_expect_status(r, 200); /* the request in flight is answered first */
+    cr_assert_eq(mz_try_recv(c, &r, err, sizeof(err)), 0, "no answer to the refused request: %s", err);
+    mz_expect_error(r, 400, "BAD_REQUEST");
+    cr_assert_str_eq(mz_header(r, "Connection"), "close");
+    cr_assert_eq(mz_wait_closed(c, 5000), 1, "the connection stayed open after the refusal");
+    cr_assert_eq(mz_metric(gw, PING_RUNS), before, "the smuggled ping ran");
+    mz_gw_stop_ok(gw);
+}
+
 /* ------------------------------------------------------------------------
  * Bodies over the limit
  * ---------------------------------------------------------------------- */
