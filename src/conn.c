@@ -1,5 +1,6 @@
 /*
- * conn.c - per-connection request deadlines (see conn.h).
+ * conn.c - per-connection request deadlines, request framing checks and the
+ * input bound of event streams (see conn.h).
  *
  * DESIGN: a connection's bufferevent is created here, with one extra
  * reference of ours so the pointer stays valid until we know evhttp's
