@@ -40,6 +40,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "cors.h"
 #include "framing.h"
 #include "log.h"
 #include "metrics.h"
@@ -75,6 +76,7 @@ typedef struct conn {
     size_t line_start;               /* IN_HEAD: offset of the current line in `head` */
     uint64_t left;                   /* IN_BODY_LENGTH: body bytes still to come */
     mizan_chunked_t chunked;         /* IN_BODY_CHUNKED: parser state */
+    char *body_rid, *body_origin;    /* IN_BODY_CHUNKED: the request's X-Request-Id and Origin (malloc'd; may be NULL) */
     size_t stream_in;                /* IN_STREAMING: bytes received and discarded */
     char *refusal;                   /* IN_REFUSED: the answer to write (malloc'd), NULL once written */
     size_t refusal_len;
@@ -178,6 +180,8 @@ static void conn_free(conn_t *c)
         event_free(c->kill);
     free(c->head);
     free(c->refusal);
+    free(c->body_rid);
+    free(c->body_origin);
     free(c);
 }
 
@@ -279,7 +283,7 @@ static void head_reset(conn_t *c)
  * Refuses the connection: what it holds is dropped unread, the envelope
  * answer is prepared, and written as soon as no other answer is in flight.
  */
-static void refuse(conn_t *c, int status, const char *reason, const char *rid)
+static void refuse(conn_t *c, int status, const char *reason, const char *rid, const char *origin)
 {
     mizan_loop_t *loop = c->cs->loop;
     c->in = IN_REFUSED;
@@ -292,12 +296,16 @@ static void refuse(conn_t *c, int status, const char *reason, const char *rid)
     }
     mizan_code_t code = status == 413 ? MIZAN_PAYLOAD_TOO_LARGE : MIZAN_BAD_REQUEST;
     char *body = mizan_reply_render_error(code, reason, NULL);
+    /* A page on an allowed origin must be able to read the refusal (PROTOCOL section 8). */
+    char cors[512];
+    mizan_cors_header_lines(&loop->gw->cfg.cors, origin != NULL && origin[0] != '\0' ? origin : NULL, cors,
+                            sizeof(cors));
     int n = body == NULL ? -1
                          : asprintf(&c->refusal,
                                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
-                                    "X-Request-Id: %s\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                                    status, status == 413 ? "Payload Too Large" : "Bad Request", rid, strlen(body),
-                                    body);
+                                    "X-Request-Id: %s\r\n%sConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                                    status, status == 413 ? "Payload Too Large" : "Bad Request", rid, cors,
+                                    strlen(body), body);
     free(body);
     if (n < 0) {
         c->refusal = NULL; /* out of memory: the connection is closed without an answer */
@@ -343,7 +351,7 @@ static void head_done(conn_t *c)
     mizan_framing_check_head(c->head, c->head_len, cfg->max_body_bytes, &h);
     head_reset(c);
     if (h.status != 0) {
-        refuse(c, h.status, h.reason, h.rid);
+        refuse(c, h.status, h.reason, h.rid, h.origin);
         return;
     }
     if (h.body == MIZAN_BODY_LENGTH) {
@@ -352,6 +360,11 @@ static void head_done(conn_t *c)
     } else if (h.body == MIZAN_BODY_CHUNKED) {
         memset(&c->chunked, 0, sizeof(c->chunked));
         c->in = IN_BODY_CHUNKED;
+        /* Kept for a refusal while the body arrives (over the limit). */
+        free(c->body_rid);
+        free(c->body_origin);
+        c->body_rid = h.rid[0] != '\0' ? strdup(h.rid) : NULL;
+        c->body_origin = h.origin[0] != '\0' ? strdup(h.origin) : NULL;
     }
 }
 
@@ -366,7 +379,7 @@ static void feed(conn_t *c, const char *p, size_t n)
             if (!head_append(c, p, take, cfg->max_header_bytes)) {
                 char why[96];
                 snprintf(why, sizeof(why), "request head is over the %zu byte limit", cfg->max_header_bytes);
-                refuse(c, 400, why, NULL);
+                refuse(c, 400, why, NULL, NULL);
                 return;
             }
             p += take;
@@ -394,7 +407,7 @@ static void feed(conn_t *c, const char *p, size_t n)
             if (used < 0) {
                 if (status == 413)
                     snprintf(why, sizeof(why), "request body is over the %zu byte limit", cfg->max_body_bytes);
-                refuse(c, status, why, NULL);
+                refuse(c, status, why, c->body_rid, c->body_origin);
                 return;
             }
             p += used;

@@ -147,6 +147,20 @@ void mizan_cors_headers(const mizan_cors_t *c, struct evhttp_request *req)
     evhttp_add_header(out, "Access-Control-Expose-Headers", EXPOSE_HEADERS);
 }
 
+void mizan_cors_header_lines(const mizan_cors_t *c, const char *origin, char *out, size_t len)
+{
+    if (len > 0)
+        out[0] = '\0';
+    if (c->norigins == 0 && !c->any)
+        return;
+    if (!mizan_cors_allowed(c, origin)) {
+        snprintf(out, len, "Vary: Origin\r\n");
+        return;
+    }
+    snprintf(out, len, "Vary: Origin\r\nAccess-Control-Allow-Origin: %s\r\n%sAccess-Control-Expose-Headers: %s\r\n",
+             origin, c->credentials ? "Access-Control-Allow-Credentials: true\r\n" : "", EXPOSE_HEADERS);
+}
+
 int mizan_cors_preflight(const mizan_cors_t *c, struct evhttp_request *req, const char *methods)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);

@@ -51,6 +51,14 @@ bool mizan_cors_allowed(const mizan_cors_t *c, const char *origin);
 void mizan_cors_headers(const mizan_cors_t *c, struct evhttp_request *req);
 
 /**
+ * The same headers as mizan_cors_headers() for a request whose Origin is
+ * origin (may be NULL), as "Name: value\r\n" lines into out (len bytes,
+ * NUL-terminated; "" when none), for answers written without evhttp (the
+ * connection-level refusals of conn.c). Pure, any thread.
+ */
+void mizan_cors_header_lines(const mizan_cors_t *c, const char *origin, char *out, size_t len);
+
+/**
  * Prepares the answer to an OPTIONS request on a route serving `methods`
  * (e.g. "GET"): adds `Allow`, and for an allowed Origin the
  * Access-Control-Allow-Methods, -Allow-Headers and -Max-Age headers, to

@@ -166,6 +166,9 @@ void mizan_framing_check_head(const char *head, size_t len, uint64_t max_body, m
                 keep_alive_hint = !same(v, vn, "close");
             } else if (same(p, nlen, "Expect")) {
                 expect_bad = !same(v, vn, "100-continue");
+            } else if (same(p, nlen, "Origin") && out->origin[0] == '\0' && vn < sizeof(out->origin)) {
+                memcpy(out->origin, v, vn);
+                out->origin[vn] = '\0';
             } else if (same(p, nlen, "X-Request-Id") && out->rid[0] == '\0' && sane_rid(v, vn)) {
                 memcpy(out->rid, v, vn);
                 out->rid[vn] = '\0';

@@ -35,6 +35,7 @@ typedef struct mizan_head {
     mizan_body_kind_t body; /**< when accepted */
     uint64_t length;        /**< MIZAN_BODY_LENGTH: bytes of body */
     char rid[129];          /**< the head's X-Request-Id when sane, else "" */
+    char origin[256];       /**< the head's Origin (no control characters), else "" */
 } mizan_head_t;
 
 /**

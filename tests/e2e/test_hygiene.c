@@ -335,6 +335,39 @@ Test(hygiene, bodies_over_the_limit_are_413_envelopes)
     mz_gw_stop_ok(gw);
 }
 
+Test(hygiene, refusals_carry_cors_headers_for_an_allowed_origin)
+{
+    mz_gw_t *gw = mz_gw_start(mz_json("{\"max_body_bytes\": 1024, \"cors\": {\"origins\": [\"http://app.example\"]}}"));
+    const char *origins[] = {"http://app.example", "http://evil.example"};
+    for (int i = 0; i < 2; i++) {
+        char *head = mz_fmt("POST " CALL " HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\nContent-Type: application/json\r\n"
+                            "Content-Length: 5000\r\n\r\n",
+                            origins[i]);
+        bool closed = false;
+        char *raw = exchange_raw(gw, head, strlen(head), 1, 5000, &closed);
+        expect_refused(origins[i], raw, closed, 413, "PAYLOAD_TOO_LARGE");
+        cr_assert(strcasestr(raw, "\r\nVary: Origin\r\n") != NULL, "%s: no Vary: Origin:\n%s", origins[i], raw);
+        char *acao = mz_fmt("\r\nAccess-Control-Allow-Origin: %s\r\n", origins[i]);
+        if (i == 0)
+            cr_assert(strcasestr(raw, acao) != NULL && strcasestr(raw, "\r\nAccess-Control-Expose-Headers: ") != NULL,
+                      "an allowed origin cannot read the refusal:\n%s", raw);
+        else
+            cr_assert(strcasestr(raw, "Access-Control-Allow-Origin") == NULL, "another origin is allowed:\n%s", raw);
+    }
+    /* A chunked body that grows past the limit keeps its request's Origin and X-Request-Id. */
+    char *big = mz_repeat('x', 600);
+    char *chunked = mz_fmt("POST " CALL " HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\nX-Request-Id: up-1\r\n"
+                           "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "258\r\n%s\r\n258\r\n%s\r\n0\r\n\r\n",
+                           big, big);
+    bool closed = false;
+    char *raw = exchange_raw(gw, chunked, strlen(chunked), 1, 5000, &closed);
+    expect_refused("chunked over the limit", raw, closed, 413, "PAYLOAD_TOO_LARGE");
+    cr_assert(strcasestr(raw, "\r\nAccess-Control-Allow-Origin: http://app.example\r\n") != NULL, "%s", raw);
+    cr_assert(strstr(raw, "\r\nX-Request-Id: up-1\r\n") != NULL, "%s", raw);
+    mz_gw_stop_ok(gw);
+}
+
 /* ------------------------------------------------------------------------
  * Methods and request lines
  * ---------------------------------------------------------------------- */
