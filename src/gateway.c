@@ -17,11 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache.h"
 #include "gateway.h"
+
+#include "events.h"
+#include "exec.h"
+#include "route.h"
 #include "log.h"
 #include "metrics.h"
-#include "upstream.h"
 
 int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char *exe_dir, mizan_err_t *err)
 {
@@ -39,7 +41,7 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
     gw->reg.validate_output = gw->cfg.validate_output;
     if (mizan_modules_load(&gw->reg, &gw->cfg, &gw->mods, &gw->nmods, err) < 0)
         return -1;
-    if (mizan_upstream_register(gw, err) < 0)
+    if (mizan_upstream_register(&gw->cfg, &gw->reg, &gw->upstreams, err) < 0)
         return -1;
     if (mizan_registry_finish(&gw->reg, err) < 0)
         return -1;
@@ -51,7 +53,37 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
 /* The cache is created at start, not init: --check-config needs no Redis. */
 static int start_cache(mizan_gateway_t *gw, mizan_err_t *err)
 {
-    return mizan_cache_new(gw, err);
+    /* Events recorded by the cache go to the streams of every loop. */
+    mizan_bus_attach(&gw->bus, mizan_events_publish, NULL);
+    gw->cache = mizan_cache_new(&gw->cfg, &gw->reg, &gw->bus, err);
+    return gw->cache != NULL ? 0 : -1;
+}
+
+/* The cache's completions for a waiter on another loop run on that loop. */
+static int post_to_loop(void *target, void (*fn)(void *arg), void *arg)
+{
+    return mizan_loop_post(target, fn, arg);
+}
+
+/* Builds loop i with its services, and starts it on port. */
+static int start_loop(mizan_gateway_t *gw, int i, int port, mizan_err_t *err)
+{
+    mizan_loop_t *loop = &gw->loops[i];
+    mizan_services_t *svc = &gw->services[i];
+    svc->api = &gw->api;
+    loop->cfg = &gw->cfg;
+    loop->draining = &gw->draining;
+    loop->services = svc;
+    loop->hooks.request = mizan_route_request;
+    loop->hooks.drain = mizan_route_drain;
+    loop->hooks.abort = mizan_route_abort;
+    if (mizan_loop_init(loop, i, err) < 0)
+        return -1;
+    if (mizan_exec_init(&svc->exec, loop->base, &gw->pool, gw->upstreams, err) < 0 ||
+        mizan_events_loop_init(loop, err) < 0 ||
+        mizan_cache_loop_init(&svc->cache, gw->cache, loop->base, i, post_to_loop, loop, err) < 0)
+        return -1;
+    return mizan_loop_start(loop, port, err);
 }
 
 /* Lets the process hold as many connections as the hard limit allows. */
@@ -86,17 +118,29 @@ int mizan_gateway_start(mizan_gateway_t *gw, mizan_err_t *err)
     if (cfg->token_secret_generated)
         mizan_log(MIZAN_LOG_WARN, "no token secret configured: using a random one; tokens will not survive a restart "
                                   "(set token.secret or MIZAN_TOKEN_SECRET)");
-    if (start_cache(gw, err) < 0 || mizan_metrics_init(gw, err) < 0)
+    gw->api.cfg = &gw->cfg;
+    gw->api.reg = &gw->reg;
+    gw->api.pool = &gw->pool;
+    gw->api.draining = &gw->draining;
+    gw->api.closing = &gw->closing;
+    gw->api.started = gw->started;
+    if (start_cache(gw, err) < 0 || mizan_metrics_init(&gw->reg, err) < 0)
         return -1;
-    if (mizan_pool_start(&gw->pool, cfg->workers, (size_t)cfg->queue_size, mizan_loop_complete, err) < 0)
+    if (mizan_pool_start(&gw->pool, cfg->workers, (size_t)cfg->queue_size, mizan_exec_complete, err) < 0)
         return -1;
+    /* What /metrics reads from the services. */
+    mizan_metrics_add_reader(mizan_cache_read_stats, gw->cache);
+    mizan_metrics_add_reader(mizan_pool_read_stats, &gw->pool);
+    mizan_metrics_add_reader(mizan_events_read_stats, NULL);
+    mizan_metrics_add_reader(mizan_upstream_read_stats, gw->upstreams);
     gw->loops = calloc((size_t)cfg->io_threads, sizeof(*gw->loops));
-    if (gw->loops == NULL)
+    gw->services = calloc((size_t)cfg->io_threads, sizeof(*gw->services));
+    if (gw->loops == NULL || gw->services == NULL)
         return mizan_err_set(err, "out of memory");
     int port = cfg->listen_port;
     for (int i = 0; i < cfg->io_threads; i++) {
         gw->nloops = i + 1;
-        if (mizan_loop_start(&gw->loops[i], gw, i, port, err) < 0)
+        if (start_loop(gw, i, port, err) < 0)
             return -1;
         if (i == 0 && (port = bound_port(gw->loops[0].fd)) < 0)
             return mizan_err_set(err, "cannot read the bound port: %s", strerror(errno));
@@ -127,7 +171,7 @@ static long now_ms(void)
 static bool all_idle(mizan_gateway_t *gw)
 {
     for (int i = 0; i < gw->nloops; i++)
-        if (!mizan_loop_idle(&gw->loops[i]))
+        if (!mizan_loop_idle(&gw->loops[i]) || !mizan_exec_idle(&gw->services[i].exec))
             return false;
     return true;
 }
@@ -158,19 +202,30 @@ void mizan_gateway_stop(mizan_gateway_t *gw)
     deadline = now_ms() + 1000 + (gw->cfg.redis_url != NULL ? gw->cfg.redis_timeout_ms : 0);
     while (!all_idle(gw) && now_ms() < deadline)
         sleep_ms(5);
-    for (int i = 0; i < gw->nloops; i++)
-        mizan_loop_join(&gw->loops[i]);
+    for (int i = 0; i < gw->nloops; i++) {
+        /* The loop thread stops first; then its services let go (what is
+         * still out comes back and is answered or freed), then the loop. */
+        mizan_loop_t *loop = &gw->loops[i];
+        mizan_services_t *svc = &gw->services[i];
+        mizan_loop_stop(loop);
+        mizan_cache_loop_deinit(&svc->cache);
+        mizan_exec_deinit(&svc->exec);
+        if (loop->base != NULL)
+            mizan_events_loop_deinit(loop);
+        mizan_loop_deinit(loop);
+    }
     mizan_log(MIZAN_LOG_INFO, "stopped%s", clean ? "" : " (some requests were cut off by the drain budget)");
 }
 
 void mizan_gateway_deinit(mizan_gateway_t *gw)
 {
     free(gw->loops);
+    free(gw->services);
     mizan_pool_deinit(&gw->pool);
     mizan_cache_free(gw->cache);
-    mizan_metrics_deinit(gw);
+    mizan_metrics_deinit(&gw->reg);
     mizan_registry_deinit(&gw->reg);
-    mizan_upstream_deinit(gw);
+    mizan_upstream_deinit(gw->upstreams);
     mizan_modules_unload(gw->mods, gw->nmods);
     mizan_config_deinit(&gw->cfg);
 }

@@ -15,19 +15,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 rounds=${1:-50}
 old_rev=${MIZAN_OLD_SCHEMA_REV:-5d09350}
+# where schema.c stood at old_rev (src/ before the layered folders)
+old_schema_dir=${MIZAN_OLD_SCHEMA_DIR:-src}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT INT TERM
 
 python3 "$here/make_inputs.py" "$work"
 mkdir -p "$work/old"
-git -C "$root" show "$old_rev:src/schema.c" > "$work/old/schema.c"
-git -C "$root" show "$old_rev:src/schema.h" > "$work/old/schema.h"
+git -C "$root" show "$old_rev:$old_schema_dir/schema.c" > "$work/old/schema.c"
+git -C "$root" show "$old_rev:$old_schema_dir/schema.h" > "$work/old/schema.h"
 cflags="-O2 -g -std=gnu17 -D_GNU_SOURCE -I$root/include"
 libs="$(pkg-config --cflags --libs jansson libpcre2-8) -lpthread -lm"
-gcc $cflags -I"$work/old" -I"$root/src" -o "$work/bench_old" "$here/schema_bench.c" "$work/old/schema.c" \
-    "$root/src/error.c" $libs
-gcc $cflags -I"$root/src" -o "$work/bench_new" "$here/schema_bench.c" "$root/src/schema.c" \
-    "$root/src/schema_format.c" "$root/src/error.c" $libs
+gcc $cflags -I"$work/old" -I"$root/src/check" -I"$root/src/core" -o "$work/bench_old" "$here/schema_bench.c" "$work/old/schema.c" \
+    "$root/src/core/error.c" $libs
+gcc $cflags -I"$root/src/check" -I"$root/src/core" -o "$work/bench_new" "$here/schema_bench.c" "$root/src/check/schema.c" \
+    "$root/src/check/schema_format.c" "$root/src/core/error.c" $libs
 
 count() { # binary schema -> instructions of validate_all
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" --toggle-collect=validate_all \

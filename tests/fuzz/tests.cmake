@@ -21,14 +21,14 @@
 set(MIZAN_FUZZ_DIR ${PROJECT_SOURCE_DIR}/tests/fuzz)
 set(MIZAN_FUZZ_SECONDS 10 CACHE STRING "Seconds each fuzz.<name> ctest test fuzzes under clang")
 
-# target name -> the src/*.c files it needs besides src/error.c
-set(MIZAN_FUZZ_query  request.c)
-set(MIZAN_FUZZ_body   request.c)
-set(MIZAN_FUZZ_schema schema.c schema_format.c request.c)
-set(MIZAN_FUZZ_token  token.c)
-set(MIZAN_FUZZ_jcs    jcs.c)
-set(MIZAN_FUZZ_config config.c log.c cors.c)
-set(MIZAN_FUZZ_framing framing.c)
+# target name -> the src/<layer>/*.c files it needs besides src/core/error.c
+set(MIZAN_FUZZ_query  check/request.c)
+set(MIZAN_FUZZ_body   check/request.c)
+set(MIZAN_FUZZ_schema check/schema.c check/schema_format.c check/request.c)
+set(MIZAN_FUZZ_token  check/token.c)
+set(MIZAN_FUZZ_jcs    core/jcs.c)
+set(MIZAN_FUZZ_config conf/config.c core/log.c check/cors.c)
+set(MIZAN_FUZZ_framing http/framing.c)
 set(MIZAN_FUZZ_TARGETS query body schema token jcs config framing)
 
 if(CMAKE_C_COMPILER_ID STREQUAL "Clang" AND NOT MIZAN_SANITIZE STREQUAL "thread")
@@ -38,7 +38,7 @@ else()
 endif()
 
 foreach(name IN LISTS MIZAN_FUZZ_TARGETS)
-  set(sources ${MIZAN_FUZZ_DIR}/fuzz_${name}.c ${PROJECT_SOURCE_DIR}/src/error.c)
+  set(sources ${MIZAN_FUZZ_DIR}/fuzz_${name}.c ${PROJECT_SOURCE_DIR}/src/core/error.c)
   foreach(src IN LISTS MIZAN_FUZZ_${name})
     list(APPEND sources ${PROJECT_SOURCE_DIR}/src/${src})
   endforeach()
@@ -48,7 +48,7 @@ foreach(name IN LISTS MIZAN_FUZZ_TARGETS)
 
   add_executable(fuzz_${name} ${sources})
   target_include_directories(fuzz_${name} PRIVATE
-    ${MIZAN_FUZZ_DIR} ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+    ${MIZAN_FUZZ_DIR} ${MIZAN_LAYER_DIRS} ${PROJECT_SOURCE_DIR}/include)
   target_compile_definitions(fuzz_${name} PRIVATE _GNU_SOURCE
     MIZAN_INSTALL_MODULE_DIR="${CMAKE_INSTALL_FULL_LIBDIR}/mizan/modules")
   target_link_libraries(fuzz_${name} PRIVATE

@@ -1,6 +1,6 @@
 # Interoperability of Mizan Web Tokens with an independent JWT library.
 #
-# mizan_token_tool is a command-line face of src/token.c (verify / mint);
+# mizan_token_tool is a command-line face of src/check/token.c (verify / mint);
 # jwt_interop.py drives it against PyJWT, which must come from the system
 # interpreter (Debian package python3-jwt), hence /usr/bin/python3 rather
 # than whatever python3 is first on PATH. A missing jwt module fails the

@@ -1,0 +1,12 @@
+/*
+ * context.h - GET {prefix}/ctx/{name}/. Loop thread.
+ */
+#ifndef MIZAN_CONTEXT_H
+#define MIZAN_CONTEXT_H
+
+#include "services.h"
+
+/** Serves context name for ex (already identified). */
+void mizan_context_handle(mizan_exchange_t *ex, const char *name);
+
+#endif /* MIZAN_CONTEXT_H */

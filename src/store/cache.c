@@ -1,0 +1,625 @@
+/*
+ * cache.c - bundles, revisions, coalescing and invalidation (see cache.h).
+ *
+ * DESIGN (threads): lookups, stores and invalidations run on the I/O loop
+ * that asks. The embedded store (memcache.c) is thread-safe
+ * and answers synchronously; Redis answers asynchronously on the same loop
+ * (redis.c, one connection per loop). Coalescing is instance-wide: the
+ * flight table is guarded by `lock`; a flight's leader answers waiters on
+ * other loops by posting them the shared result through that loop's poster.
+ */
+#include "cache.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cachekey.h"
+#include "log.h"
+#include "memcache.h"
+#include "redis.h"
+
+/* A computed bundle shared by a flight's leader and waiters. */
+typedef struct shared_body {
+    atomic_int refs;
+    char *text;        /* the response body */
+    size_t len;
+    const char *cache; /* X-Mizan-Cache to answer with */
+} shared_body_t;
+
+typedef struct waiter {
+    mizan_cache_loop_t *cl;   /* the waiter's loop */
+    mizan_lookup_t *lk;       /* the waiter's lookup */
+    struct waiter *next;
+} waiter_t;
+
+/* One computation in progress; lives in the flight table until it lands. */
+typedef struct flight {
+    char *key;            /* bundle key + "#" + revisions read */
+    waiter_t *waiters;    /* guarded by cache->lock */
+    struct flight *next;
+} flight_t;
+
+/* Per-exchange cache state. Loop-thread only. */
+struct mizan_lookup {
+    mizan_cache_t *cache;
+    mizan_cache_loop_t *cl;
+    const mizan_context_t *ctx;
+    const char *rid;      /* the request's id, for logs (the caller's; outlives the lookup) */
+    mizan_cache_answer_t answer;
+    void *arg;
+    char *bundle_key, *ctx_rev_key, *scoped_rev_key;
+    long long rev[2];     /* revisions read before computing */
+    bool have_revs;       /* rev is valid (a store may follow) */
+    flight_t *leads;      /* the flight this exchange leads */
+    bool waiting;         /* parked on another exchange's flight */
+};
+
+struct mizan_cache {
+    const mizan_config_t *cfg;
+    const mizan_registry_t *reg;
+    const mizan_bus_t *bus;       /* where events go */
+    mizan_cachekey_t keys;
+    mizan_memcache_t *mem;        /* embedded store, or NULL with Redis */
+    mizan_redis_shared_t *shared; /* Redis, or NULL */
+    char channel[96];             /* prefix "events" */
+    pthread_mutex_t lock;         /* guards flights */
+    flight_t *flights;
+    atomic_llong hits, misses, bypasses, coalesced, invalidations, received;
+    atomic_llong rejected; /* stored values whose mac did not verify */
+    bool sub_was_down; /* the subscription dropped since it was last up (loop 0 only) */
+};
+
+static void body_unref(shared_body_t *b)
+{
+    if (b != NULL && atomic_fetch_sub(&b->refs, 1) == 1) {
+        free(b->text);
+        free(b);
+    }
+}
+
+/* ---- set-up ------------------------------------------------------------ */
+
+static void on_event_message(void *arg, const char *msg, size_t len);
+static char *event_text(const mizan_cache_t *c, const json_t *target);
+
+mizan_cache_t *mizan_cache_new(const mizan_config_t *cfg, const mizan_registry_t *reg, const mizan_bus_t *bus,
+                               mizan_err_t *err)
+{
+    mizan_cache_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        mizan_err_set(err, "out of memory");
+        return NULL;
+    }
+    c->cfg = cfg;
+    c->reg = reg;
+    c->bus = bus;
+    pthread_mutex_init(&c->lock, NULL);
+    snprintf(c->channel, sizeof(c->channel), "%sevents", cfg->cache_prefix);
+    if (mizan_cachekey_init(&c->keys, cfg->cache_secret, cfg->cache_secret_len, cfg->cache_prefix, err) < 0)
+        goto fail;
+    if (cfg->redis_url == NULL) {
+        if ((c->mem = mizan_memcache_new(cfg->cache_max_bytes)) == NULL) {
+            mizan_err_set(err, "out of memory for the embedded cache");
+            goto fail;
+        }
+        return c;
+    }
+    if ((c->shared = mizan_redis_shared_new(cfg->redis_url, cfg->redis_timeout_ms, err)) != NULL)
+        return c;
+fail:
+    mizan_cache_free(c);
+    return NULL;
+}
+
+static void on_redis_state(void *arg, bool usable)
+{
+    mizan_cache_loop_t *cl = arg;
+    if (!usable)
+        mizan_log(MIZAN_LOG_WARN, "loop %d: Redis unusable; contexts are computed without the cache", cl->index);
+}
+
+/*
+ * The subscription came back after being down: events published meanwhile
+ * (by any instance, including this one's replay) may have been missed, so
+ * this instance's streams are told that every context may be stale.
+ */
+static void on_subscription_state(void *arg, bool usable)
+{
+    mizan_cache_t *c = arg;
+    if (!usable) {
+        c->sub_was_down = true;
+        return;
+    }
+    if (!c->sub_was_down)
+        return;
+    c->sub_was_down = false;
+    for (size_t i = 0; i < c->reg->nctxs; i++) {
+        json_t *target = json_pack("{s:s}", "context", c->reg->ctxs[i]->name);
+        char *text = target != NULL ? event_text(c, target) : NULL;
+        if (text != NULL)
+            mizan_bus_publish(c->bus, text, strlen(text));
+        free(text);
+        json_decref(target);
+    }
+    mizan_log(MIZAN_LOG_INFO, "event subscription restored: streams told every context may be stale");
+}
+
+int mizan_cache_loop_init(mizan_cache_loop_t *cl, mizan_cache_t *c, struct event_base *base, int index,
+                          mizan_cache_poster_t post, void *target, mizan_err_t *err)
+{
+    cl->cache = c;
+    cl->index = index;
+    cl->post = post;
+    cl->target = target;
+    if (c->shared == NULL)
+        return 0;
+    if ((cl->redis = mizan_redis_new(base, c->shared)) == NULL)
+        return mizan_err_set(err, "cannot create the Redis client of loop %d", index);
+    mizan_redis_on_state(cl->redis, on_redis_state, cl);
+    if (index == 0) {
+        cl->sub = mizan_redis_subscribe(base, c->shared, c->channel, on_event_message, c);
+        if (cl->sub == NULL)
+            return mizan_err_set(err, "cannot create the Redis subscriber");
+        mizan_redis_on_state(cl->sub, on_subscription_state, c);
+    }
+    return 0;
+}
+
+void mizan_cache_loop_deinit(mizan_cache_loop_t *cl)
+{
+    if (cl->sub != NULL)
+        mizan_redis_free(cl->sub);
+    if (cl->redis != NULL)
+        mizan_redis_free(cl->redis);
+    cl->sub = cl->redis = NULL;
+}
+
+void mizan_cache_free(mizan_cache_t *c)
+{
+    if (c == NULL)
+        return;
+    mizan_memcache_free(c->mem);
+    if (c->shared != NULL)
+        mizan_redis_shared_free(c->shared);
+    mizan_cachekey_deinit(&c->keys);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+bool mizan_cache_ready(const mizan_cache_loop_t *cl)
+{
+    /* Usable means connected, set up, and no invalidation waiting for replay. */
+    return cl->cache->shared == NULL || mizan_redis_usable(cl->redis);
+}
+
+void mizan_cache_stats(mizan_cache_t *c, mizan_cache_stats_t *out)
+{
+    out->hits = atomic_load(&c->hits);
+    out->misses = atomic_load(&c->misses);
+    out->bypasses = atomic_load(&c->bypasses);
+    out->coalesced = atomic_load(&c->coalesced);
+    out->invalidations = atomic_load(&c->invalidations);
+    out->events_received = atomic_load(&c->received);
+    out->rejected = atomic_load(&c->rejected);
+}
+
+void mizan_cache_read_stats(void *arg, mizan_stats_t *out)
+{
+    mizan_cache_t *c = arg;
+    mizan_cache_stats_t cs;
+    mizan_cache_stats(c, &cs);
+    out->coalesced = cs.coalesced;
+    out->invalidations = cs.invalidations;
+    out->events_received = cs.events_received;
+    out->rejected = cs.rejected;
+    if (c->shared != NULL) {
+        mizan_redis_stats_t rs = {0};
+        mizan_redis_shared_stats(c->shared, &rs);
+        out->redis = true;
+        out->redis_up = rs.connections_up;
+        out->redis_reconnects = rs.reconnects;
+        out->redis_replay_queued = rs.replay_queued;
+        out->redis_repaired = rs.repaired;
+    }
+}
+
+/* ---- answering ------------------------------------------------------- */
+
+static void answer(mizan_lookup_t *lk, mizan_cache_outcome_t outcome, const char *status, const char *text,
+                   size_t len)
+{
+    lk->answer(lk->arg, outcome, status, text, len);
+}
+
+/* ---- coalescing -------------------------------------------------------- */
+
+/* Joins an identical computation in progress, or registers lk as its leader. */
+static bool join_or_lead(mizan_lookup_t *lk)
+{
+    mizan_cache_t *c = lk->cache;
+    char *key = NULL;
+    if (asprintf(&key, "%s#%lld#%lld", lk->bundle_key, lk->rev[0], lk->rev[1]) < 0)
+        return false;
+    pthread_mutex_lock(&c->lock);
+    for (flight_t *f = c->flights; f != NULL; f = f->next) {
+        if (strcmp(f->key, key) != 0)
+            continue;
+        waiter_t *w = malloc(sizeof(*w));
+        if (w == NULL)
+            break;
+        w->cl = lk->cl;
+        w->lk = lk;
+        w->next = f->waiters;
+        f->waiters = w;
+        lk->waiting = true;
+        pthread_mutex_unlock(&c->lock);
+        free(key);
+        atomic_fetch_add(&c->coalesced, 1);
+        return true;
+    }
+    flight_t *f = calloc(1, sizeof(*f));
+    if (f != NULL) {
+        f->key = key;
+        f->next = c->flights;
+        c->flights = f;
+        lk->leads = f;
+        key = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    free(key);
+    return false;
+}
+
+typedef struct delivery {
+    mizan_lookup_t *lk;
+    shared_body_t *body; /* NULL: the leader was cut off */
+} delivery_t;
+
+/* On a waiter's loop: answer it with the leader's body, or GONE when the leader failed. */
+static void deliver(void *arg)
+{
+    delivery_t *d = arg;
+    d->lk->waiting = false;
+    if (d->body != NULL) {
+        answer(d->lk, MIZAN_CACHE_SHARED, d->body->cache, d->body->text, d->body->len);
+        body_unref(d->body);
+    } else {
+        answer(d->lk, MIZAN_CACHE_GONE, NULL, NULL, 0);
+    }
+    free(d);
+}
+
+/* Lands the flight lk leads: every waiter gets a copy of text (status), or GONE when text is NULL. */
+static void land_flight(mizan_lookup_t *lk, const char *status, const char *text, size_t len)
+{
+    mizan_cache_t *c = lk->cache;
+    flight_t *f = lk->leads;
+    if (f == NULL)
+        return;
+    lk->leads = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (flight_t **pp = &c->flights; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    waiter_t *w = f->waiters;
+    pthread_mutex_unlock(&c->lock);
+    shared_body_t *body = NULL;
+    if (w != NULL && text != NULL && (body = malloc(sizeof(*body))) != NULL) {
+        /* Waiters outlive the leader's text: one shared copy for them all. */
+        if ((body->text = malloc(len + 1)) == NULL) {
+            free(body);
+            body = NULL;
+        } else {
+            memcpy(body->text, text, len);
+            body->text[len] = '\0';
+            body->len = len;
+            body->cache = status;
+            atomic_init(&body->refs, 1);
+        }
+    }
+    while (w != NULL) {
+        waiter_t *next = w->next;
+        delivery_t *d = malloc(sizeof(*d));
+        if (d != NULL) {
+            d->lk = w->lk;
+            d->body = body;
+            if (body != NULL)
+                atomic_fetch_add(&body->refs, 1);
+            if (w->cl->post(w->cl->target, deliver, d) < 0) {
+                body_unref(body);
+                free(d);
+            }
+        }
+        free(w);
+        w = next;
+    }
+    body_unref(body);
+    free(f->key);
+    free(f);
+}
+
+/* ---- lookup ------------------------------------------------------------ */
+
+/* Revisions and stored value are known: HIT, or compute (coalesced). */
+static void after_lookup(mizan_lookup_t *lk, long long ctx_rev, long long scoped_rev, const char *value, size_t len)
+{
+    mizan_cache_t *c = lk->cache;
+    lk->rev[0] = ctx_rev;
+    lk->rev[1] = scoped_rev;
+    lk->have_revs = true;
+    long long stored[2];
+    const char *body;
+    size_t blen;
+    if (value != NULL) {
+        mizan_err_t err = {{0}};
+        if (mizan_cachekey_value_open(&c->keys, lk->bundle_key, value, len, stored, &body, &blen, &err) < 0) {
+            /* Forged, copied from another key, or written by an older
+             * gateway: a miss, and the recomputed bundle overwrites it. */
+            atomic_fetch_add(&c->rejected, 1);
+            mizan_log(MIZAN_LOG_WARN, "cache: stored value for context %s refused (%s); recomputing (request %s)",
+                      lk->ctx->name, err.msg, lk->rid);
+        } else if (stored[0] == ctx_rev && stored[1] == scoped_rev) {
+            atomic_fetch_add(&c->hits, 1);
+            answer(lk, MIZAN_CACHE_HIT, "HIT", body, blen);
+            return;
+        }
+    }
+    if (join_or_lead(lk))
+        return;
+    answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+}
+
+static void on_redis_lookup(void *arg, int rc, long long ctx_rev, long long scoped_rev, const char *value, size_t len)
+{
+    mizan_lookup_t *lk = arg;
+    if (rc == MIZAN_REDIS_LOOKUP_BAD_REV) {
+        /* Someone wrote a non-revision into a revision key: overwrite it with
+         * a fresh revision (stale bundles stay stale) and compute uncached
+         * this once, instead of bypassing the cache for good. */
+        mizan_log(MIZAN_LOG_WARN, "cache: a revision key of context %s held no revision; repairing it (request %s)",
+                  lk->ctx->name, lk->rid);
+        if (ctx_rev != 0)
+            mizan_redis_repair_rev(lk->cl->redis, lk->ctx_rev_key, 0);
+        if (scoped_rev != 0)
+            mizan_redis_repair_rev(lk->cl->redis, lk->scoped_rev_key, 2 * (lk->ctx->ttl > 0 ? lk->ctx->ttl : 1));
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    if (rc < 0) {
+        /* Unreachable or timed out: computed, not cached. */
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    after_lookup(lk, ctx_rev, scoped_rev, value, len);
+}
+
+void mizan_cache_fetch(mizan_cache_loop_t *cl, const mizan_context_t *ctx, const json_t *params,
+                       const mizan_identity_t *id, const char *rid, mizan_lookup_t **lkp,
+                       mizan_cache_answer_t ans, void *arg)
+{
+    mizan_cache_t *c = cl->cache;
+    mizan_lookup_t *lk = calloc(1, sizeof(*lk));
+    *lkp = lk;
+    if (lk == NULL) {
+        ans(arg, MIZAN_CACHE_FAILED, NULL, NULL, 0);
+        return;
+    }
+    lk->cache = c;
+    lk->cl = cl;
+    lk->ctx = ctx;
+    lk->rid = rid;
+    lk->answer = ans;
+    lk->arg = arg;
+    if (ctx->ttl == 0) {
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    mizan_err_t err = {{0}};
+    size_t ksize = MIZAN_CACHEKEY_KEY_SIZE(strlen(ctx->name));
+    size_t ssize = MIZAN_CACHEKEY_SCOPE_SIZE(id->sub != NULL ? strlen(id->sub) : 0);
+    char *scope = calloc(1, ssize);
+    lk->bundle_key = calloc(1, ksize);
+    lk->ctx_rev_key = calloc(1, ksize);
+    lk->scoped_rev_key = calloc(1, ksize);
+    int rc = scope != NULL && lk->bundle_key != NULL && lk->ctx_rev_key != NULL && lk->scoped_rev_key != NULL ? 0 : -1;
+    if (rc == 0)
+        rc = mizan_cachekey_scope(&c->keys, ctx->scope, id, scope, ssize, &err);
+    if (rc == 0)
+        rc = mizan_cachekey_bundle(&c->keys, ctx->name, params, scope, lk->bundle_key, ksize, &err);
+    if (rc == 0)
+        rc = mizan_cachekey_context_rev(&c->keys, ctx->name, lk->ctx_rev_key, ksize, &err);
+    if (rc == 0)
+        rc = mizan_cachekey_scoped_rev(&c->keys, ctx->name, params, lk->scoped_rev_key, ksize, &err);
+    free(scope);
+    if (rc < 0) {
+        /* Keys that cannot be derived (e.g. a sub with control bytes): serve uncached. */
+        mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", ctx->name, err.msg);
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    if (c->mem != NULL) {
+        long long r0 = 0, r1 = 0;
+        char *value = NULL;
+        size_t len = 0;
+        if (mizan_memcache_mget(c->mem, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, &r0, &r1, &value, &len,
+                                &err) < 0) {
+            answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+            return;
+        }
+        after_lookup(lk, r0, r1, value, len);
+        free(value);
+        return;
+    }
+    if (!mizan_redis_usable(cl->redis)) {
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    mizan_redis_lookup(cl->redis, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, on_redis_lookup, lk);
+}
+
+const char *mizan_cache_store(mizan_cache_loop_t *cl, mizan_lookup_t *lk, const mizan_context_t *ctx,
+                              const char *text, size_t len, bool cacheable)
+{
+    mizan_cache_t *c = cl->cache;
+    if (text == NULL) {
+        if (lk != NULL)
+            land_flight(lk, NULL, NULL, 0);
+        return "BYPASS";
+    }
+    const char *status = "BYPASS";
+    if (cacheable && lk != NULL && lk->have_revs && ctx->ttl > 0) {
+        mizan_err_t err = {{0}};
+        size_t n = 0;
+        char *stored = mizan_cachekey_value_seal(&c->keys, lk->bundle_key, lk->rev, text, len, &n, &err);
+        if (stored != NULL) {
+            if (c->mem != NULL) {
+                if (mizan_memcache_set(c->mem, lk->bundle_key, stored, n, ctx->ttl, &err) == 0)
+                    status = "MISS";
+            } else if (mizan_redis_usable(cl->redis)) {
+                mizan_redis_store(cl->redis, lk->bundle_key, stored, n, ctx->ttl);
+                status = "MISS";
+            }
+            free(stored);
+        }
+    }
+    atomic_fetch_add(strcmp(status, "MISS") == 0 ? &c->misses : &c->bypasses, 1);
+    if (lk != NULL && lk->leads != NULL)
+        land_flight(lk, status, text, len);
+    return status;
+}
+
+void mizan_cache_lookup_free(mizan_lookup_t *lk)
+{
+    if (lk == NULL)
+        return;
+    if (lk->leads != NULL)
+        land_flight(lk, NULL, NULL, 0);
+    free(lk->bundle_key);
+    free(lk->ctx_rev_key);
+    free(lk->scoped_rev_key);
+    free(lk);
+}
+
+/* ---- invalidation ------------------------------------------------------ */
+
+typedef struct inval_call {
+    void (*done)(void *arg, int rc);
+    void *arg;
+    const char *rid;
+    char **strings; /* keys and event texts to free */
+    size_t nstrings;
+} inval_call_t;
+
+static void inval_call_free(inval_call_t *ic)
+{
+    for (size_t i = 0; i < ic->nstrings; i++)
+        free(ic->strings[i]);
+    free(ic->strings);
+    free(ic);
+}
+
+static void on_redis_invalidated(void *arg, int rc)
+{
+    inval_call_t *ic = arg;
+    if (rc == 1)
+        mizan_log(MIZAN_LOG_WARN, "Redis unavailable: invalidation queued for replay (request %s)", ic->rid);
+    /* Queued counts as recorded: it is replayed before this instance reads
+     * bundles again. Only a failure to queue (out of memory) is an error. */
+    ic->done(ic->arg, rc < 0 ? -1 : 0);
+    inval_call_free(ic);
+}
+
+/* The event text of one target (new malloc'd string). */
+static char *event_text(const mizan_cache_t *c, const json_t *target)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_t *ev = json_pack("{s:s, s:O}", "type", "invalidate", "context", json_object_get(target, "context"));
+    if (ev == NULL)
+        return NULL;
+    json_t *params = json_object_get(target, "params");
+    if (params != NULL)
+        json_object_set(ev, "params", params);
+    json_object_set_new(ev, "origin", json_string(c->cfg->instance));
+    json_object_set_new(ev, "ts", json_integer((json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+    char *text = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(ev);
+    return text;
+}
+
+void mizan_cache_invalidate(mizan_cache_loop_t *cl, const json_t *targets, const char *rid,
+                            void (*done)(void *arg, int rc), void *arg)
+{
+    mizan_cache_t *c = cl->cache;
+    const mizan_registry_t *reg = c->reg;
+    size_t n = json_array_size(targets);
+    inval_call_t *ic = calloc(1, sizeof(*ic));
+    mizan_redis_inval_t *items = calloc(n + 1, sizeof(*items));
+    if (ic != NULL)
+        ic->strings = calloc(2 * n + 1, sizeof(char *));
+    if (ic == NULL || items == NULL || ic->strings == NULL)
+        goto fail;
+    ic->done = done;
+    ic->arg = arg;
+    ic->rid = rid;
+    mizan_err_t err = {{0}};
+    for (size_t i = 0; i < n; i++) {
+        const json_t *t = json_array_get(targets, i);
+        const mizan_context_t *ctx = mizan_registry_context(reg, json_string_value(json_object_get(t, "context")));
+        if (ctx == NULL)
+            goto fail;
+        size_t ksize = MIZAN_CACHEKEY_KEY_SIZE(strlen(ctx->name));
+        char *key = malloc(ksize);
+        if (key == NULL)
+            goto fail;
+        ic->strings[ic->nstrings++] = key;
+        json_t *params = json_object_get(t, "params");
+        int rc = params != NULL ? mizan_cachekey_scoped_rev(&c->keys, ctx->name, params, key, ksize, &err)
+                                : mizan_cachekey_context_rev(&c->keys, ctx->name, key, ksize, &err);
+        char *ev = event_text(c, t);
+        if (rc < 0 || ev == NULL) {
+            free(ev);
+            goto fail;
+        }
+        ic->strings[ic->nstrings++] = ev;
+        items[i].rev_key = key;
+        /* A scoped revision must outlive every bundle stored against it. */
+        items[i].expire_s = params != NULL ? 2 * (ctx->ttl > 0 ? ctx->ttl : 1) : 0;
+        items[i].event = ev;
+        items[i].event_len = strlen(ev);
+    }
+    atomic_fetch_add(&c->invalidations, (long long)n);
+    if (c->mem != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            if (mizan_memcache_incr(c->mem, items[i].rev_key, items[i].expire_s, &err) < 0)
+                goto fail;
+            mizan_bus_publish(c->bus, items[i].event, items[i].event_len);
+        }
+        free(items);
+        inval_call_free(ic);
+        done(arg, 0);
+        return;
+    }
+    mizan_redis_invalidate(cl->redis, items, n, c->channel, on_redis_invalidated, ic);
+    free(items);
+    return;
+fail:
+    free(items);
+    if (ic != NULL)
+        inval_call_free(ic);
+    done(arg, -1);
+}
+
+/* A message on the events channel (subscriber loop): hand it to the bus. */
+static void on_event_message(void *arg, const char *msg, size_t len)
+{
+    mizan_cache_t *c = arg;
+    atomic_fetch_add(&c->received, 1);
+    mizan_bus_publish(c->bus, msg, len);
+}
