@@ -265,8 +265,9 @@ static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err
         url = json_string_value(u);
     }
     cfg->redis_url = (url != NULL && url[0] != '\0') ? strdup(url) : NULL;
-    if (url != NULL && url[0] != '\0' && strncmp(url, "redis://", 8) != 0)
-        return mizan_err_set(err, "%s: cache.redis_url (or MIZAN_REDIS_URL) must start with redis://", file);
+    if (url != NULL && url[0] != '\0' && strncmp(url, "redis://", 8) != 0 && strncmp(url, "redis-cluster://", 16) != 0)
+        return mizan_err_set(err, "%s: cache.redis_url (or MIZAN_REDIS_URL) must start with redis:// or redis-cluster://",
+                             file);
 
     const char *secret = getenv("MIZAN_CACHE_SECRET");
     const char *origin = "MIZAN_CACHE_SECRET";

@@ -285,6 +285,15 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
              "# HELP mizan_redis_revisions_repaired_total Revision keys overwritten because they held no revision.\n"
              "# TYPE mizan_redis_revisions_repaired_total counter\nmizan_redis_revisions_repaired_total %lld\n",
              rs.connections_up, rs.reconnects, rs.replay_queued, rs.repaired);
+        if (strncmp(gw->cfg.redis_url, "redis-cluster://", 16) == 0)
+            emit(&o,
+                 "# HELP mizan_redis_cluster_redirects_total MOVED and ASK replies followed.\n"
+                 "# TYPE mizan_redis_cluster_redirects_total counter\n"
+                 "mizan_redis_cluster_redirects_total{kind=\"moved\"} %lld\n"
+                 "mizan_redis_cluster_redirects_total{kind=\"ask\"} %lld\n"
+                 "# HELP mizan_redis_cluster_slot_maps_total Cluster slot maps received.\n"
+                 "# TYPE mizan_redis_cluster_slot_maps_total counter\nmizan_redis_cluster_slot_maps_total %lld\n",
+                 rs.moved, rs.asked, rs.refreshes);
     }
     char *up = mizan_upstream_metrics(gw);
     if (up != NULL) {

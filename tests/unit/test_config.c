@@ -873,7 +873,7 @@ Test(config, redis_needs_a_cache_secret)
 
 Test(config, non_redis_urls_are_refused)
 {
-    const char *msg = ": cache.redis_url (or MIZAN_REDIS_URL) must start with redis://";
+    const char *msg = ": cache.redis_url (or MIZAN_REDIS_URL) must start with redis:// or redis-cluster://";
     refused("{\"cache\": {\"redis_url\": \"http://127.0.0.1:6379\", \"secret\": \"" SECRET_B "\"}}", msg);
     refused("{\"cache\": {\"redis_url\": \"127.0.0.1:6379\", \"secret\": \"" SECRET_B "\"}}", msg);
     refused("{\"cache\": {\"redis_url\": 6379}}",
