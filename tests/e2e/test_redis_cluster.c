@@ -29,13 +29,18 @@ TestSuite(redis_cluster, .init = mz_setup, .fini = mz_teardown, .timeout = 300);
 #define POST_FEED_TARGETS "[" POST1_TARGET ",{\"context\":\"feed\"}]"
 #define NODE_TIMEOUT_MS 1000
 
-static mz_gw_t *start_gw(const mz_rcluster_t *c, const char *instance, const char *dir)
+static mz_gw_t *start_gw_url(const char *url, const char *instance, const char *dir)
 {
-    json_t *cfg = mz_json("{\"instance\":\"%s\",\"cache\":{\"redis_url\":\"%s\"}}", instance, c->url);
+    json_t *cfg = mz_json("{\"instance\":\"%s\",\"cache\":{\"redis_url\":\"%s\"}}", instance, url);
     mz_gw_opts_t opts = {.config = cfg, .dir = dir};
     mz_gw_t *gw = mz_gw_start_opts(&opts);
     mz_wait_status(gw, "/readyz", 200, 20000, NULL);
     return gw;
+}
+
+static mz_gw_t *start_gw(const mz_rcluster_t *c, const char *instance, const char *dir)
+{
+    return start_gw_url(c->url, instance, dir);
 }
 
 /* GET key on node i without following redirections: the raw reply. */
@@ -91,6 +96,20 @@ Test(redis_cluster, keys_share_the_tag_slot_and_a_lookup_is_one_mget)
         cr_assert(owner >= 0, "no owner for slot %d", slot);
         json_t *v = node_get(c, owner, keys[i]);
         cr_assert(json_is_string(v), "%s is not held by the owner of its slot %d: %s", keys[i], slot, mz_dump(v));
+    }
+
+    /* One command connection per node per I/O loop (io_threads 2), whatever the traffic. */
+    for (int i = 0; i < c->n; i++) {
+        const char *argv[] = {"CLIENT", "LIST", NULL};
+        const char *list = json_string_value(mz_redis_cmd(c->nodes[i], argv));
+        int normal = 0;
+        for (const char *p = list; p != NULL && (p = strstr(p, "flags=N ")) != NULL; p++) {
+            const char *eol = strchr(p, '\n');
+            const char *cmd = strstr(p, "cmd=client|list");
+            if (cmd == NULL || (eol != NULL && cmd > eol))
+                normal++;
+        }
+        cr_assert_eq(normal, 2, "node %d: %d command connections, expected one per I/O loop\n%s", i, normal, list);
     }
 
     /* A hit is one MGET on the owner of {post} and nothing else anywhere. */
@@ -266,11 +285,22 @@ static void *load_main(void *arg)
 Test(redis_cluster, master_killed_under_mixed_load)
 {
     mz_rcluster_t *c = mz_rcluster_start(3, 1, NODE_TIMEOUT_MS);
+    int slot = mz_rcluster_keyslot(c, "{post}");
+    int victim = mz_rcluster_owner(c, slot);
+    cr_assert(victim >= 0);
     char *dir = mz_tmpdir();
     mz_gw_t *a = start_gw(c, "A", dir);
-    mz_gw_t *b = start_gw(c, "B", dir);
+    /* B lists the victim first: its event subscription sits on the node that dies. */
+    char *b_url = mz_fmt("redis-cluster://127.0.0.1:%d", c->nodes[victim]->port);
+    for (int i = 0; i < c->n; i++)
+        if (i != victim)
+            b_url = mz_fmt("%s,127.0.0.1:%d", b_url, c->nodes[i]->port);
+    mz_gw_t *b = start_gw_url(b_url, "B", dir);
     char *alice = mz_token(a, "alice", NULL);
+    mz_sse_t *sse = mz_sse_open(b, "contexts=post", NULL);
     warm_post1(a, alice);
+    mz_sse_expect(sse, "invalidate", POST1_TARGET, 10000);
+    mz_sse_close(sse);
     mz_ctx_get(b, POST1, NULL, "HIT");
 
     load_t load = {.ports = {a->port, b->port}, .first_bypass = -1, .last_bypass = -1};
@@ -278,9 +308,6 @@ Test(redis_cluster, master_killed_under_mixed_load)
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, load_main, &load), 0);
 
-    int slot = mz_rcluster_keyslot(c, "{post}");
-    int victim = mz_rcluster_owner(c, slot);
-    cr_assert(victim >= 0);
     long tag = (long)time(NULL);
     int round = 0, stale = 0;
     double killed_at = 0, slowest_write = 0, start = mz_now_ms();
@@ -336,6 +363,10 @@ Test(redis_cluster, master_killed_under_mixed_load)
     cr_assert(first_hit >= 0, "no HIT within 60 s of the kill: the cache did not come back");
     cr_assert(promoted >= 0 && promoted != victim, "slot %d should be served by the promoted replica", slot);
     cr_assert(mz_metric(a, "mizan_redis_replay_queued") == 0);
+    /* B subscribed again elsewhere: A's events reach B's streams. */
+    sse = mz_sse_open(b, "contexts=post", NULL);
+    mz_mutate(a, "update_post", "{\"post_id\":1,\"title\":\"after the failover\"}", alice, POST_FEED_TARGETS);
+    mz_sse_expect(sse, "invalidate", POST1_TARGET, 10000);
     /* The cache serves hits on both gateways from the promoted replica. */
     mz_ctx_get(a, POST1, NULL, NULL);
     mz_ctx_get(a, POST1, NULL, "HIT");
