@@ -7,7 +7,8 @@
 #   nginx     nginx -t on deploy/nginx/nginx.conf
 #   redis     redis-server started on a free loopback port with
 #             deploy/redis/redis-cache.conf, its settings read back, the
-#             ACL rule of its comment block loaded and exercised
+#             ACL rule of its comment block loaded and exercised; then a
+#             node with deploy/redis/redis-cluster.conf (cluster mode)
 #   systemd   systemd-analyze verify + security on deploy/systemd/mizan.service
 #   json      every example gateway config parses as one JSON object
 #   gateway   mizand --check-config loads the example configs (unknown or
@@ -166,6 +167,10 @@ check_redis() {
     expect 1 "${as[@]}" expire 'mizan:rev:{post}' 120
     expect $'1\n\n{"v":1}' "${as[@]}" mget 'mizan:rev:{post}' 'mizan:rev:{post}:cd34' 'mizan:ctx:{post}:ab12'
     expect 0 "${as[@]}" publish mizan:events '{"type":"invalidate","context":"post"}'
+    # ...and what it sends to a Redis Cluster (refused here by the server, not the ACL).
+    expect 0 "${as[@]}" wait 0 0
+    expect 'ERR*cluster support disabled*' "${as[@]}" cluster slots
+    expect 'ERR*cluster support disabled*' "${as[@]}" asking
     echo "  redis-cli subscribe mizan:events (1 s)"
     OUT=$(timeout 1 redis-cli -h 127.0.0.1 -p "$PORT" "${as[@]}" subscribe mizan:events 2>&1)
     [[ $OUT == subscribe*mizan:events*1* ]] || fail "the ACL user cannot SUBSCRIBE mizan:events: $OUT"
@@ -184,6 +189,43 @@ check_redis() {
     local rc=$?
     CHILD=""
     [ $rc = 0 ] || fail "redis-server exited with status $rc after SHUTDOWN NOSAVE"
+
+    # redis-cluster.conf: the same node in cluster mode (its include pointed here).
+    local cconf=$TMP/redis-cluster.conf
+    sed "s|^include /etc/redis/redis-cache.conf|include $conf|" "$DEPLOY/redis/redis-cluster.conf" >"$cconf"
+    grep -q "^include $conf\$" "$cconf" || fail "redis-cluster.conf does not include /etc/redis/redis-cache.conf"
+    mkdir -p "$TMP/node"
+    started=0
+    for _ in 1 2 3; do
+        # The cluster bus listens on PORT + 10000: stay below 55536.
+        PORT=$((20000 + RANDOM % 30000))
+        echo "+ redis-server redis-cluster.conf --port $PORT --dir $TMP/node --daemonize no"
+        redis-server "$cconf" --port "$PORT" --dir "$TMP/node" --daemonize no >"$TMP/redis-cluster.log" 2>&1 &
+        CHILD=$!
+        for _ in $(seq 50); do
+            kill -0 "$CHILD" 2>/dev/null || break
+            cli ping
+            [ "$OUT" = PONG ] && { started=1; break; }
+            sleep 0.1
+        done
+        [ $started = 1 ] && break
+        wait "$CHILD" 2>/dev/null
+        CHILD=""
+        grep -q 'Address already in use' "$TMP/redis-cluster.log" || break
+    done
+    if [ $started != 1 ]; then
+        cat "$TMP/redis-cluster.log"
+        fail "redis-server did not start with deploy/redis/redis-cluster.conf"
+    fi
+    expect $'cluster-enabled\nyes' config get cluster-enabled
+    expect $'cluster-node-timeout\n2000' config get cluster-node-timeout
+    expect $'maxmemory-policy\nvolatile-lru' config get maxmemory-policy
+    expect '*cluster_state:fail*' cluster info
+    redis-cli -h 127.0.0.1 -p "$PORT" shutdown nosave >/dev/null 2>&1
+    wait "$CHILD"
+    rc=$?
+    CHILD=""
+    [ $rc = 0 ] || fail "the cluster node exited with status $rc after SHUTDOWN NOSAVE"
 }
 
 # ---------------------------------------------------------------- systemd
