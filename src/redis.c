@@ -1605,9 +1605,16 @@ static bool owners_up(const mizan_redis_t *router)
     return true;
 }
 
+/*
+ * A router is usable once it has a slot map and nothing is queued: a node
+ * that is down only makes the lookups of its own slots fail (computed,
+ * BYPASS) while its replica takes over, and the mutations whose
+ * invalidations land there wait for it, so no instance has anything queued
+ * and /readyz stays 200 through a failover.
+ */
 static bool router_usable(const mizan_redis_t *router)
 {
-    return router->state == ST_READY && owners_up(router) && router->replay == NULL &&
+    return router->state == ST_READY && router->cl->map_ok && router->replay == NULL &&
            atomic_load(&router->shared->npending) == 0;
 }
 

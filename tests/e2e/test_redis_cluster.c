@@ -223,6 +223,7 @@ typedef struct load {
     atomic_bool stop;
     atomic_long requests, errors5xx, failures;
     atomic_long bypass, hit;
+    atomic_long not_ready;            /* /readyz answers other than 200 */
     _Atomic long long killed_at;   /* mz_now_ms() of the kill, 0 before */
     long long first_bypass, last_bypass; /* ms after the kill, -1 when none (load thread only) */
     long long *hits;               /* ms after the kill of each HIT after it */
@@ -244,12 +245,22 @@ static void *load_main(void *arg)
             mz_sleep_ms(10);
             continue;
         }
-        mz_req_t req = {.method = "GET", .path = paths[(i / 2) % 4]};
+        bool probe = (i % 10) == 9;
+        mz_req_t req = {.method = "GET", .path = probe ? "/readyz" : paths[(i / 2) % 4]};
         mz_resp_t *resp = NULL;
         if (mz_try_request(conns[g], &req, &resp, err, sizeof(err)) != 0) {
             atomic_fetch_add(&l->failures, 1);
             mz_conn_close(conns[g]);
             conns[g] = NULL;
+            continue;
+        }
+        if (probe) {
+            if (resp->status != 200)
+                atomic_fetch_add(&l->not_ready, 1);
+            if (conns[g]->peer_closed) {
+                mz_conn_close(conns[g]);
+                conns[g] = NULL;
+            }
             continue;
         }
         atomic_fetch_add(&l->requests, 1);
@@ -352,14 +363,17 @@ Test(redis_cluster, master_killed_under_mixed_load)
     fprintf(stderr,
             "redis_cluster failover (cluster-node-timeout %d ms): BYPASS from %lld to %lld ms after the kill; "
             "first HIT after it %lld ms after the kill; slowest write %.0f ms; %d write/read rounds; "
-            "load: %ld requests, %ld HIT, %ld BYPASS, %ld 5xx\n",
+            "load: %ld requests, %ld HIT, %ld BYPASS, %ld 5xx, %ld /readyz not 200\n",
             c->node_timeout_ms, load.first_bypass, load.last_bypass, first_hit, slowest_write, round,
             atomic_load(&load.requests), atomic_load(&load.hit), atomic_load(&load.bypass),
-            atomic_load(&load.errors5xx));
+            atomic_load(&load.errors5xx), atomic_load(&load.not_ready));
     cr_assert_eq(stale, 0, "%d stale read(s) after acknowledged writes", stale);
     cr_assert(load.first_bypass >= 0, "the kill should have caused a BYPASS window");
     cr_assert_eq(atomic_load(&load.errors5xx), 0, "%ld 5xx under load", atomic_load(&load.errors5xx));
     cr_assert_eq(atomic_load(&load.failures), 0, "%ld requests failed at the socket", atomic_load(&load.failures));
+    cr_assert_eq(atomic_load(&load.not_ready), 0,
+                 "/readyz left 200 during the failover %ld time(s): a load balancer would have answered 503",
+                 atomic_load(&load.not_ready));
     cr_assert(first_hit >= 0, "no HIT within 60 s of the kill: the cache did not come back");
     cr_assert(promoted >= 0 && promoted != victim, "slot %d should be served by the promoted replica", slot);
     cr_assert(mz_metric(a, "mizan_redis_replay_queued") == 0);
