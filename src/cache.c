@@ -99,6 +99,8 @@ int mizan_cache_new(mizan_gateway_t *gw, mizan_err_t *err)
         return 0;
     }
     c->shared = mizan_redis_shared_new(cfg->redis_url, cfg->redis_timeout_ms, err);
+    if (c->shared != NULL)
+        mizan_redis_shared_set_failover_wait(c->shared, cfg->redis_failover_wait_ms);
     return c->shared != NULL ? 0 : -1;
 }
 

@@ -268,6 +268,7 @@ struct mizan_redis_shared {
     int timeout_ms;        /* immutable after new */
     int backoff_min_ms;    /* set before any connection exists */
     int backoff_max_ms;
+    int failover_wait_ms;  /* cluster: how long an invalidation waits for a new master */
 
     pthread_mutex_t lock; /* guards qhead/qtail/qlen, inflight and conns */
     qitem_t *qhead;       /* the replay queue, oldest first */
@@ -393,12 +394,7 @@ struct mizan_redis {
 #define MAX_REDIRECTS 5
 #define REFRESH_IDLE_MS 5000 /* slot map refresh while everything is fine */
 #define REFRESH_SICK_MS 250  /* ... while an owning node is down or a replay waits */
-/*
- * How long a mutation's invalidation whose slot owner is down waits for a
- * replica to take over before it is queued and the mutation acknowledged.
- * Longer than a failover with a cluster-node-timeout up to about 3 s.
- */
-#define FAILOVER_WAIT_MS 5000
+
 
 /* A command kept whole so that it can be sent again: one allocation. */
 typedef struct cmdcopy {
@@ -418,6 +414,7 @@ struct cluster {
     long long refresh_due;  /* monotonic ms of the scheduled refresh, 0 when none */
     batch_t *waiting;       /* invalidations held until their slots have a master again */
     size_t probe;           /* where the next refresh starts looking for a node */
+    size_t prefer;          /* a node to ask first (the target of the last MOVED), or NO_NODE */
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
@@ -463,6 +460,7 @@ mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeou
     s->timeout_ms = command_timeout_ms;
     s->backoff_min_ms = 100;
     s->backoff_max_ms = 5000;
+    s->failover_wait_ms = 10000;
     atomic_init(&s->npending, 0);
     atomic_init(&s->connections_up, 0);
     atomic_init(&s->reconnects, 0);
@@ -484,6 +482,11 @@ void mizan_redis_shared_set_backoff(mizan_redis_shared_t *s, int min_ms, int max
         max_ms = min_ms;
     s->backoff_min_ms = min_ms;
     s->backoff_max_ms = max_ms;
+}
+
+void mizan_redis_shared_set_failover_wait(mizan_redis_shared_t *s, int ms)
+{
+    s->failover_wait_ms = ms > 0 ? ms : 0;
 }
 
 void mizan_redis_shared_free(mizan_redis_shared_t *s)
@@ -1675,6 +1678,20 @@ static void router_refresh(mizan_redis_t *router)
         router_refresh_in(router, REFRESH_SICK_MS);
     if (cl->refreshing)
         return;
+    /* The target of a MOVED knows its new slot first: gossip may not have
+     * reached the others yet. */
+    if (cl->prefer != NO_NODE && cl->prefer < cl->nnodes && cl->nodes[cl->prefer]->state == ST_READY) {
+        mizan_redis_t *node = cl->nodes[cl->prefer];
+        op_t *op = op_new(node, OP_SLOTS);
+        const char *argv[2] = {"CLUSTER", "SLOTS"};
+        size_t lens[2] = {7, 5};
+        cl->prefer = NO_NODE;
+        if (op != NULL && send_op(node, op, 2, argv, lens) == 0) {
+            cl->refreshing = true;
+            return;
+        }
+        free(op);
+    }
     for (size_t k = 0; k < cl->nnodes; k++) {
         mizan_redis_t *node = cl->nodes[(cl->probe + k) % cl->nnodes];
         if (node->state != ST_READY)
@@ -1830,6 +1847,7 @@ static bool try_redirect(op_t *op, const redisReply *reply)
         atomic_fetch_add(&router->shared->moved, 1);
         if (to != NULL) {
             router->cl->slots[slot] = (uint16_t)idx;
+            router->cl->prefer = idx;
             to->owner = true;
         }
         router_refresh_in(router, 0);
@@ -1880,6 +1898,7 @@ static mizan_redis_t *router_new(struct event_base *base, mizan_redis_shared_t *
     }
     for (size_t i = 0; i < NSLOTS; i++)
         r->cl->slots[i] = NO_NODE;
+    r->cl->prefer = NO_NODE;
     for (int i = 0; i < s->url.nseeds; i++) {
         size_t idx;
         (void)node_get(r, s->url.seeds[i].host, s->url.seeds[i].port, &idx);
@@ -2092,7 +2111,7 @@ void mizan_redis_invalidate(mizan_redis_t *r, const mizan_redis_inval_t *items, 
             b->cb = cb;
             b->arg = arg;
             if (r->cl != NULL)
-                b->give_up_at = now_ms() + FAILOVER_WAIT_MS;
+                b->give_up_at = now_ms() + r->shared->failover_wait_ms;
             send_items(r, b);
             if (b->outstanding > 0)
                 return; /* batch_finish reports after the last reply */

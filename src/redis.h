@@ -101,6 +101,14 @@ mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeou
  */
 void mizan_redis_shared_set_backoff(mizan_redis_shared_t *s, int min_ms, int max_ms);
 
+/**
+ * Redis Cluster: how long a mutation's invalidation whose slot has no
+ * reachable master waits for one (a replica taking over) before it is
+ * queued for replay and the mutation acknowledged. Default 10000; 0 queues
+ * at once. Call before any connection is made.
+ */
+void mizan_redis_shared_set_failover_wait(mizan_redis_shared_t *s, int ms);
+
 /** Frees s and anything still queued. Only after every connection is freed. */
 void mizan_redis_shared_free(mizan_redis_shared_t *s);
 

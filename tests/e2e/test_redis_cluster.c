@@ -190,11 +190,19 @@ Test(redis_cluster, ask_during_a_migration_and_moved_after_it)
     mz_ctx_get(gw, POST1, NULL, "HIT");
     migrate_slot_keys(c, src, dst, slot); /* a key left behind on src, if any */
 
-    /* Finish the resharding: the gateway's next lookup meets MOVED. */
+    /* Finish the resharding as redis-cli --cluster reshard does (the new
+     * owner, the old one, then every other master): the gateway's next
+     * lookup meets MOVED. */
     double moved0 = mz_metric(gw, "mizan_redis_cluster_redirects_total{kind=\"moved\"}");
     const char *node[] = {"CLUSTER", "SETSLOT", mz_fmt("%d", slot), "NODE", dst_id, NULL};
     mz_expect_json(mz_redis_cmd(c->nodes[dst], node), "\"OK\"");
     mz_expect_json(mz_redis_cmd(c->nodes[src], node), "\"OK\"");
+    for (int i = 0; i < c->n; i++) {
+        const char *role[] = {"ROLE", NULL};
+        if (i != src && i != dst && strcmp(json_string_value(json_array_get(mz_redis_cmd(c->nodes[i], role), 0)),
+                                           "master") == 0)
+            mz_expect_json(mz_redis_cmd(c->nodes[i], node), "\"OK\"");
+    }
     mz_resp_t *hit = mz_ctx_get(gw, POST1, NULL, "HIT");
     cr_assert_str_eq(mz_bundle_title(hit), "during the migration");
     double moved1 = mz_metric(gw, "mizan_redis_cluster_redirects_total{kind=\"moved\"}");
