@@ -15,7 +15,7 @@
 #             mistyped fields are errors there), under PR_SET_MDWE, the
 #             kernel's form of systemd's MemoryDenyWriteExecute=yes, to show
 #             that loading modules survives it
-#   yaml      compose.yaml and k8s/mizan.yaml parse, and their numbers agree
+#   yaml      compose.yaml, compose.cluster.yaml and k8s/mizan.yaml parse, and their numbers agree
 #             with the gateway config (ports, grace periods, probe paths)
 #
 # Each check prints what it ran and ends with "deploy CHECK: ok" or a line
@@ -363,6 +363,25 @@ for n in ("mizan1", "mizan2", "mizan3"):
     check(grace > drain_s + 1, n + ": stop_grace_period %gs > drain %gs + 1s" % (grace, drain_s))
     check(s["env_file"] == [".env"], n + ": secrets from .env")
 check("blog-data" in compose["volumes"], "compose: blog-data volume declared")
+
+cl = yaml.safe_load(open(deploy + "/container/compose.cluster.yaml"))
+csvc = cl["services"]
+nodes = ["redis-node%d" % i for i in range(1, 7)]
+check(set(csvc) == {"mizan1", "mizan2", "mizan3", "redis-cluster-create"} | set(nodes),
+      "compose.cluster: gateways, six nodes and the creator")
+for n in nodes:
+    cmd = csvc[n]["command"]
+    check(cmd[0] == "redis-server" and cmd[1].endswith("/redis-cluster.conf"), n + ": runs redis-cluster.conf")
+    check("../redis/redis-cache.conf:/etc/redis/redis-cache.conf:ro" in csvc[n]["volumes"],
+          n + ": redis-cache.conf where redis-cluster.conf includes it")
+for n in ("mizan1", "mizan2", "mizan3"):
+    url = csvc[n]["environment"]["MIZAN_REDIS_URL"]
+    hosts = [h.split(":")[0] for h in url[len("redis-cluster://"):].split(",")]
+    check(url.startswith("redis-cluster://") and set(hosts) <= set(nodes) and len(hosts) >= 2,
+          n + ": MIZAN_REDIS_URL lists cluster nodes")
+    check(csvc[n]["depends_on"] == ["redis-cluster-create"], n + ": starts after the cluster is created")
+create = " ".join(csvc["redis-cluster-create"]["entrypoint"])
+check("--cluster create" in create and "--cluster-replicas 1" in create, "compose.cluster: creates 3 + 3 replicas")
 
 docs = {d["kind"]: d for d in yaml.safe_load_all(open(deploy + "/k8s/mizan.yaml")) if d}
 check(set(docs) >= {"ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler"},
