@@ -415,6 +415,7 @@ struct cluster {
     batch_t *waiting;       /* invalidations held until their slots have a master again */
     size_t probe;           /* where the next refresh starts looking for a node */
     size_t prefer;          /* a node to ask first (the target of the last MOVED), or NO_NODE */
+    bool prune;             /* drop the connections the new slot map does not need (from the kick) */
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
@@ -424,6 +425,7 @@ static void maybe_replay(mizan_redis_t *r);
 static void router_node_changed(mizan_redis_t *router, mizan_redis_t *node, bool up);
 static void router_refresh_in(mizan_redis_t *router, int ms);
 static void router_refresh(mizan_redis_t *router);
+static void router_prune(mizan_redis_t *router);
 static bool router_usable(const mizan_redis_t *router);
 static mizan_redis_t *route(mizan_redis_t *router, const char *key);
 static void router_apply_slots(mizan_redis_t *router, mizan_redis_t *from, const redisReply *reply);
@@ -1494,6 +1496,8 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             kill_now(r, r->kill_why);
     }
     deliver_deferred(r);
+    if (r->cl != NULL && r->cl->prune)
+        router_prune(r);
     maybe_replay(r);
     update_usable(r);
 }
@@ -1706,7 +1710,48 @@ static void router_refresh(mizan_redis_t *router)
         }
         free(op);
     }
+    /* Nothing connected: the URL's nodes again (connections to them may
+     * have been dropped as unneeded). */
+    for (int i = 0; i < router->shared->url.nseeds; i++) {
+        size_t idx;
+        (void)node_get(router, router->shared->url.seeds[i].host, router->shared->url.seeds[i].port, &idx);
+    }
     router_refresh_in(router, REFRESH_SICK_MS);
+}
+
+/*
+ * Frees the connections to nodes that own no slot and have nothing in
+ * flight (replicas, the URL's nodes once the map is known, a failed master
+ * after the failover), so that there is one connection per master per loop
+ * and the node table does not fill up as nodes come and go. Runs from the
+ * router's kick, never inside a hiredis callback.
+ */
+static void router_prune(mizan_redis_t *router)
+{
+    struct cluster *cl = router->cl;
+    cl->prune = false;
+    if (router->state == ST_FREEING || !cl->map_ok)
+        return;
+    uint16_t remap[MAX_NODES];
+    size_t kept = 0;
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        mizan_redis_t *node = cl->nodes[i];
+        if (node->owner || node->ops_head != NULL || i == cl->prefer) {
+            remap[i] = (uint16_t)kept;
+            cl->nodes[kept++] = node;
+        } else {
+            remap[i] = NO_NODE;
+            mizan_redis_free(node);
+        }
+    }
+    if (kept == cl->nnodes)
+        return;
+    for (size_t sl = 0; sl < NSLOTS; sl++)
+        if (cl->slots[sl] != NO_NODE)
+            cl->slots[sl] = remap[cl->slots[sl]];
+    cl->prefer = cl->prefer != NO_NODE && cl->prefer < cl->nnodes ? remap[cl->prefer] : NO_NODE;
+    cl->nnodes = kept;
+    cl->probe = 0;
 }
 
 /* A node connection came up or went down. */
@@ -1789,6 +1834,10 @@ static void router_apply_slots(mizan_redis_t *router, mizan_redis_t *from, const
     router_retry_waiting(router, false);
     maybe_replay(router);
     update_usable(router);
+    if (owners_up(router)) {
+        cl->prune = true;
+        event_active(router->kick, EV_TIMEOUT, 1);
+    }
 }
 
 /* Parses "MOVED <slot> <host>:<port>" / "ASK ..."; 1 moved, 2 ask, 0 neither. */
