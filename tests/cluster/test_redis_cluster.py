@@ -8,8 +8,12 @@ failover          clients write (update_post) and read (ctx post) their own
                   (the gateways stay ready and answer BYPASS while the slot
                   has no master), no read returns a title older than one
                   acknowledged before the read started, the replica took the
-                  slot over, and hits come back. Prints the BYPASS window
-                  and the time to the first hit after it.
+                  slot over, and hits come back. Two more clients only
+                  read (everyone's posts, checked against what was
+                  acknowledged before the read started): they see the BYPASS
+                  window while the writers' mutations wait for the new
+                  master. Prints the BYPASS window and the time to the first
+                  hit after it.
 
 Registered with ctest by tests/cluster/tests.cmake.
 """
@@ -68,6 +72,7 @@ def test_failover():
             posts.append(r.json["result"]["id"])
         lock = threading.Lock()
         stop = threading.Event()
+        acked_by_post = {p: 0 for p in posts}  # highest acknowledged seq per post, for the readers
         killed = {"at": None}
         stats = {"reads": 0, "writes": 0, "errors": 0, "violations": 0, "HIT": 0, "MISS": 0, "BYPASS": 0}
         bypass_times, hit_times, problems = [], [], []
@@ -87,6 +92,7 @@ def test_failover():
                             if ok:
                                 stats["writes"] += 1
                                 acked = seq
+                                acked_by_post[posts[k]] = seq
                             else:
                                 stats["errors"] += 1
                                 problems.append("update_post: %r" % r)
@@ -117,7 +123,43 @@ def test_failover():
                         problems.append("client %d: %r" % (k, e))
                         h = s.Http(c.port)
 
+        def reader(k):
+            """Reads everyone's posts (never writes): it sees the BYPASS window while writers wait."""
+            h = s.Http(c.port)
+            i = k
+            while not stop.is_set():
+                p = posts[i % clients]
+                i += 1
+                try:
+                    with lock:
+                        floor = acked_by_post[p]
+                    r = h.get("/api/mizan/ctx/post/?post_id=%d" % p)
+                    t = now()
+                    if r.status != 200:
+                        with lock:
+                            stats["errors"] += 1
+                            problems.append("reader ctx post: %r" % r)
+                        continue
+                    got = int(re.match(r"^c\d+-s(\d+)$", r.json["data"]["get_post"]["title"]).group(1))
+                    cache = r.header("X-Mizan-Cache")
+                    with lock:
+                        stats["reads"] += 1
+                        stats[cache] = stats.get(cache, 0) + 1
+                        if killed["at"] is not None:
+                            (bypass_times if cache == "BYPASS" else hit_times if cache == "HIT" else []).append(
+                                t - killed["at"])
+                        if got < floor:
+                            stats["violations"] += 1
+                            problems.append("reader: post %d: read seq %d (%s) after seq %d was acknowledged"
+                                            % (p, got, cache, floor))
+                except Exception as e:  # reported below
+                    with lock:
+                        stats["errors"] += 1
+                        problems.append("reader %d: %r" % (k, e))
+                        h = s.Http(c.port)
+
         threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        threads += [threading.Thread(target=reader, args=(k,)) for k in range(2)]
         for t in threads:
             t.start()
         time.sleep(2)
