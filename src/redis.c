@@ -1,7 +1,19 @@
 /*
  * redis.c - the Redis layer (see redis.h): URL parsing, the connection state
- * machine over hiredis' async API on libevent, command timeouts, and the
- * replay queue of invalidations.
+ * machine over hiredis' async API on libevent, command timeouts, the replay
+ * queue of invalidations, and Redis Cluster routing.
+ *
+ * Redis Cluster: a router (a mizan_redis_t with `cl` set, one per loop, in
+ * shared->conns like a plain command connection but with no context of its
+ * own) owns one ordinary command connection per node (`router` set, never in
+ * shared->conns, never replaying by themselves). Its retry timer paces slot
+ * map refreshes; its kick also drops connections the map no longer needs.
+ * A routed command keeps a copy of itself (cmdcopy_t) so that a MOVED or
+ * ASK reply can send it again to another node; the op then moves to that
+ * node's list. An invalidation batch may span nodes (its ops are on several
+ * connections, b->r is the router); failed items of a mutation's batch are
+ * held on the router (cl->waiting) until their slots have a master again or
+ * failover_wait_ms passes, then they join the replay queue.
  *
  * Connection states (mizan_redis_t.state), loop thread only:
  *   WAIT     no hiredis context; the retry timer will make one

@@ -116,9 +116,6 @@ static const mz_redis_t *live(const mz_rcluster_t *c)
 bool mz_rcluster_wait_ok(const mz_rcluster_t *c, int timeout_ms)
 {
     double deadline = mz_now_ms() + timeout_ms;
-    int alive = 0;
-    for (int i = 0; i < c->n; i++)
-        alive += !c->nodes[i]->exited;
     while (mz_now_ms() < deadline) {
         bool ok = true;
         for (int i = 0; i < c->n && ok; i++) {
@@ -132,7 +129,6 @@ bool mz_rcluster_wait_ok(const mz_rcluster_t *c, int timeout_ms)
             return true;
         mz_sleep_ms(50);
     }
-    (void)alive;
     return false;
 }
 

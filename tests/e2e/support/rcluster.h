@@ -38,10 +38,10 @@ int mz_rcluster_owner(const mz_rcluster_t *c, int slot);
 /** CLUSTER MYID of node i (arena string). Asserting. */
 const char *mz_rcluster_id(const mz_rcluster_t *c, int i);
 
-/** Waits up to timeout_ms until every live node says cluster_state:ok; false on timeout. */
+/** Waits up to timeout_ms until every live node says cluster_state:ok and knows all n nodes; false on timeout. */
 bool mz_rcluster_wait_ok(const mz_rcluster_t *c, int timeout_ms);
 
-/** The value of field (e.g. "cmdstat_mget" -> "calls") in INFO section of node i; 0 when absent. */
+/** The calls of command (e.g. "mget", "cluster|slots") in INFO commandstats of node i; 0 when never called. */
 long long mz_rcluster_cmdstat(const mz_rcluster_t *c, int i, const char *command);
 
 #endif /* MZ_RCLUSTER_H */
