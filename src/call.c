@@ -219,7 +219,11 @@ void mizan_call_handle(mizan_exchange_t *ex)
     if (body == NULL)
         return;
     snprintf(ex->target, sizeof(ex->target), "%s", fname);
-    const mizan_function_t *fn = mizan_registry_function(&gw->reg, fname);
+    /* Whole-name lookup: "ping\u0000junk" is not "ping" (PROTOCOL section 2). */
+    json_t *fname_json = json_object_get(body, "function");
+    const mizan_function_t *fn = mizan_request_name_valid(fname, json_string_length(fname_json))
+                                     ? mizan_registry_function(&gw->reg, fname)
+                                     : NULL;
     if (fn == NULL) {
         json_decref(body);
         mizan_reply_error(ex, MIZAN_NOT_FOUND, "unknown function", NULL);
@@ -270,5 +274,8 @@ void mizan_call_handle(mizan_exchange_t *ex)
     ex->done = call_done;
     if (mizan_exchange_submit(ex) < 0) {
         mizan_reply_unavailable(ex);
+        return;
     }
+    if (ex->pending == 0)
+        call_done(ex); /* refused at the function's concurrency limit: 503 with Retry-After */
 }

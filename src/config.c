@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -50,6 +51,10 @@ static const field_t fields[] = {
     {"sse_heartbeat_s", F_INT, OFF(sse_heartbeat_s), 15, NULL, 1, 3600},
     {"sse_max_clients", F_INT, OFF(sse_max_clients), 10000, NULL, 0, 1000000},
     {"sse_max_buffer_bytes", F_SIZE, OFF(sse_max_buffer_bytes), 256 * 1024, NULL, 1024, 1LL << 30},
+    {"compress_min_bytes", F_SIZE, OFF(compress_min_bytes), 1024, NULL, 0, 1LL << 30},
+    {"compress_level", F_INT, OFF(compress_level), 1, NULL, 0, 9},
+    {"sse_max_clients_per_address", F_INT, OFF(sse_max_clients_per_address), 32, NULL, 1, 1000000},
+    {"sse_max_input_bytes", F_SIZE, OFF(sse_max_input_bytes), 4096, NULL, 0, 1 << 20},
     {"api_prefix", F_STRING, OFF(api_prefix), 0, "/api/mizan", 0, 0},
     {"instance", F_STRING, OFF(instance), 0, NULL, 0, 0},
     {"module_dir", F_STRING, OFF(module_dir), 0, NULL, 0, 0},
@@ -58,7 +63,8 @@ static const field_t fields[] = {
 
 /* Members of the top-level object that are not in `fields`. */
 static const char *sections[] = {"listen", "log_level", "token", "cache", "modules",
-                                 "upstreams", "functions", "contexts", NULL};
+                                 "upstreams", "functions", "contexts", "max_concurrency", "cors", "validate_output",
+                                 "schemas", NULL};
 
 static char *dup_or_null(const char *s)
 {
@@ -109,6 +115,49 @@ static int parse_listen(mizan_config_t *cfg, const char *value, const char *orig
     cfg->listen_host = strndup(host, hlen);
     cfg->listen_port = (int)port;
     return cfg->listen_host != NULL ? 0 : mizan_err_set(err, "out of memory");
+}
+
+/* "schemas": {"dir", "base_uri", "format_assertion"} (see docs/validation.md). */
+static int read_schemas(mizan_config_t *cfg, const json_t *obj, mizan_err_t *err)
+{
+    static const char *const allowed[] = {"dir", "base_uri", "format_assertion", NULL};
+    if (obj == NULL)
+        return 0;
+    if (!json_is_object(obj))
+        return mizan_err_set(err, "%s: field \"schemas\" must be an object", cfg->file);
+    if (check_members(cfg->file, "schemas.", obj, allowed, err) < 0)
+        return -1;
+    const json_t *dir = json_object_get(obj, "dir");
+    const json_t *base = json_object_get(obj, "base_uri");
+    const json_t *fa = json_object_get(obj, "format_assertion");
+    if (fa != NULL && !json_is_boolean(fa))
+        return mizan_err_set(err, "%s: field \"schemas.format_assertion\" must be true or false", cfg->file);
+    cfg->format_assertion = json_is_true(fa);
+    if (base != NULL) {
+        const char *b = json_is_string(base) ? json_string_value(base) : "";
+        size_t bl = strlen(b);
+        if (bl == 0 || strchr(b, ':') == NULL || b[bl - 1] != '/' || strchr(b, '#') != NULL)
+            return mizan_err_set(err, "%s: field \"schemas.base_uri\" must be an absolute URI ending in '/' "
+                                      "(e.g. \"https://schemas.example.com/\")", cfg->file);
+        cfg->schema_base_uri = strdup(b);
+        if (cfg->schema_base_uri == NULL)
+            return mizan_err_set(err, "out of memory");
+    }
+    if (dir != NULL) {
+        if (!json_is_string(dir) || json_string_length(dir) == 0)
+            return mizan_err_set(err, "%s: field \"schemas.dir\" must be a directory path", cfg->file);
+        const char *d = json_string_value(dir);
+        if (d[0] == '/')
+            cfg->schema_dir = strdup(d);
+        else if (asprintf(&cfg->schema_dir, "%s/%s", cfg->dir, d) < 0)
+            cfg->schema_dir = NULL;
+        if (cfg->schema_dir == NULL)
+            return mizan_err_set(err, "out of memory");
+        struct stat st;
+        if (stat(cfg->schema_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return mizan_err_set(err, "%s: field \"schemas.dir\": %s is not a directory", cfg->file, cfg->schema_dir);
+    }
+    return 0;
 }
 
 static int read_fields(mizan_config_t *cfg, const json_t *root, mizan_err_t *err)
@@ -506,12 +555,21 @@ int mizan_config_load(mizan_config_t *cfg, const char *path, const char *exe_dir
     }
     if (read_token(cfg, json_object_get(root, "token"), err) < 0 ||
         read_cache(cfg, json_object_get(root, "cache"), err) < 0 ||
-        read_modules(cfg, json_object_get(root, "modules"), exe_dir, err) < 0)
+        read_modules(cfg, json_object_get(root, "modules"), exe_dir, err) < 0 ||
+        mizan_cors_parse(&cfg->cors, json_object_get(root, "cors"), path, err) < 0 ||
+        read_schemas(cfg, json_object_get(root, "schemas"), err) < 0)
         goto done;
+    json_t *vo = json_object_get(root, "validate_output");
+    if (vo != NULL && !json_is_boolean(vo)) {
+        mizan_err_set(err, "%s: field \"validate_output\" must be true or false", path);
+        goto done;
+    }
+    cfg->validate_output = json_is_true(vo);
     /* Declared upstream functions and contexts are checked by upstream.c. */
     cfg->upstreams = json_deep_copy(json_object_get(root, "upstreams"));
     cfg->functions = json_deep_copy(json_object_get(root, "functions"));
     cfg->contexts = json_deep_copy(json_object_get(root, "contexts"));
+    cfg->max_concurrency = json_deep_copy(json_object_get(root, "max_concurrency"));
     rc = 0;
 done:
     json_decref(root);
@@ -529,6 +587,8 @@ void mizan_config_deinit(mizan_config_t *cfg)
     free(cfg->redis_url);
     free(cfg->cache_prefix);
     free(cfg->module_dir);
+    free(cfg->schema_dir);
+    free(cfg->schema_base_uri);
     for (size_t i = 0; i < cfg->nmodules; i++) {
         free(cfg->modules[i].name);
         free(cfg->modules[i].path);
@@ -538,6 +598,8 @@ void mizan_config_deinit(mizan_config_t *cfg)
     json_decref(cfg->upstreams);
     json_decref(cfg->functions);
     json_decref(cfg->contexts);
+    json_decref(cfg->max_concurrency);
+    mizan_cors_deinit(&cfg->cors);
     OPENSSL_cleanse(cfg->cache_secret, sizeof(cfg->cache_secret));
     OPENSSL_cleanse(&cfg->tokens, sizeof(cfg->tokens));
     memset(cfg, 0, sizeof(*cfg));

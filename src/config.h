@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "cors.h"
 #include "error.h"
 #include "token.h"
 
@@ -43,6 +44,8 @@ typedef struct mizan_config {
     int sse_heartbeat_s;       /**< comment line interval on event streams */
     int sse_max_clients;       /**< event streams per instance */
     size_t sse_max_buffer_bytes; /**< unsent bytes before a stream is dropped */
+    int sse_max_clients_per_address; /**< event streams per client address */
+    size_t sse_max_input_bytes; /**< bytes a stream's client may send before it is closed */
     char *api_prefix;          /**< "/api/mizan" */
     int log_level;             /**< mizan_log_level_t */
     char *instance;            /**< instance id in logs and events */
@@ -63,6 +66,15 @@ typedef struct mizan_config {
     json_t *upstreams;         /**< "upstreams" object as written (owned), or NULL */
     json_t *functions;         /**< "functions" array declared in the config (owned), or NULL */
     json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
+    json_t *max_concurrency;   /**< "max_concurrency" overrides {"function": n} (owned), or NULL;
+                                    checked against the registry by mizan_registry_limits() */
+    mizan_cors_t cors;         /**< cross-origin policy (cors.c) */
+    bool validate_output;      /**< check results against declared output schemas */
+    size_t compress_min_bytes; /**< bodies longer than this are gzipped when accepted */
+    int compress_level;        /**< zlib level 1..9; 0: never compress */
+    char *schema_dir;          /**< "schemas.dir": local documents for $ref (absolute), or NULL */
+    char *schema_base_uri;     /**< "schemas.base_uri": URI prefix naming them, or NULL: default */
+    bool format_assertion;     /**< "schemas.format_assertion": "format" is asserted */
 } mizan_config_t;
 
 /**

@@ -1,5 +1,6 @@
 /*
- * conn.c - per-connection request deadlines (see conn.h).
+ * conn.c - per-connection request deadlines, request framing checks and the
+ * input bound of event streams (see conn.h).
  *
  * DESIGN: a connection's bufferevent is created here, with one extra
  * reference of ours so the pointer stays valid until we know evhttp's
@@ -9,13 +10,29 @@
  * reference; from then on the close callback tells us when it goes. A
  * connection evhttp freed before we attached is recognised by its cleared
  * callbacks and released by the sweep.
+ *
+ * DESIGN (framing): the input buffer's callback runs when bytes arrive,
+ * before evhttp's read callback parses them. It follows the byte stream
+ * with framing.c: every request head is checked whole before evhttp acts
+ * on it, bodies are skipped by their length or chunk by chunk, so the
+ * inspector always knows where the next head starts (pipelined requests
+ * included). A head that breaks PROTOCOL.md section 1 puts the connection
+ * in the refused state: everything it holds or later receives is drained
+ * unread (evhttp never sees it, so nothing runs), the envelope answer is
+ * written straight to the socket once no other answer is in flight, the
+ * write side is shut, and the connection is freed when the client closes
+ * it or after a short linger. A connection carrying an event stream is in
+ * the streaming state: what its client sends is counted and discarded, and
+ * past sse_max_input_bytes the stream is closed.
  */
 #include "conn.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -23,9 +40,23 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "cors.h"
+#include "framing.h"
 #include "log.h"
+#include "metrics.h"
 
 #define SWEEP_MS 500
+/* How long a refused connection is kept to let the client read the answer. */
+#define LINGER_MS 2000
+
+/* What the input watch does with the bytes a connection receives. */
+typedef enum {
+    IN_HEAD = 0,    /* reading a request head (kept in `head`) */
+    IN_BODY_LENGTH, /* skipping `left` body bytes */
+    IN_BODY_CHUNKED,/* following a chunked body */
+    IN_STREAMING,   /* an event stream: discard, count, bound */
+    IN_REFUSED,     /* refused: discard everything */
+} in_state_t;
 
 struct mizan_conns;
 
@@ -38,6 +69,20 @@ typedef struct conn {
     bool busy;                       /* a request is in the gateway's hands (or streaming) */
     void (*on_close)(struct evhttp_connection *, void *); /* chained close callback */
     void *on_close_arg;
+    in_state_t in;                   /* what the input watch is reading */
+    bool in_cb;                      /* inside the input watch (its own drains re-enter it) */
+    char *head;                      /* IN_HEAD: the head so far (malloc'd) */
+    size_t head_len, head_cap;
+    size_t line_start;               /* IN_HEAD: offset of the current line in `head` */
+    uint64_t left;                   /* IN_BODY_LENGTH: body bytes still to come */
+    mizan_chunked_t chunked;         /* IN_BODY_CHUNKED: parser state */
+    char *body_rid, *body_origin;    /* IN_BODY_CHUNKED: the request's X-Request-Id and Origin (malloc'd; may be NULL) */
+    size_t stream_in;                /* IN_STREAMING: bytes received and discarded */
+    char *refusal;                   /* IN_REFUSED: the answer to write (malloc'd), NULL once written */
+    size_t refusal_len;
+    bool refusal_due;                /* IN_REFUSED: waiting for the answer in flight to be flushed */
+    bool closing;                    /* the kill event will free the connection */
+    struct event *kill;              /* writes the refusal / frees the connection (loop thread) */
 } conn_t;
 
 /* Open-addressing set of connections keyed by bufferevent pointer. */
@@ -129,21 +174,43 @@ static conn_t *lookup(const mizan_conns_t *cs, const struct bufferevent *bev)
     return i == SIZE_MAX ? NULL : cs->slots[i];
 }
 
+static void conn_free(conn_t *c)
+{
+    if (c->kill != NULL)
+        event_free(c->kill);
+    free(c->head);
+    free(c->refusal);
+    free(c->body_rid);
+    free(c->body_origin);
+    free(c);
+}
+
 static void forget(conn_t *c)
 {
     size_t i = find_slot(c->cs, c->bev);
     if (i != SIZE_MAX)
         c->cs->slots[i] = TOMB;
-    free(c);
+    conn_free(c);
 }
 
-/* Bytes arrived: the first one of a request starts its deadline. */
+static bool attach(conn_t *c);
+static void inspect(conn_t *c, struct evbuffer *buf, size_t n);
+
+/*
+ * Bytes arrived (before evhttp reads them): the first one of a request
+ * starts its deadline, and the framing watch looks at them. Drains made by
+ * the watch itself call back here; they are ignored.
+ */
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
-    (void)buf;
     conn_t *c = arg;
-    if (info->n_added > 0 && c->first_ms == 0)
+    if (info->n_added == 0 || c->in_cb)
+        return;
+    if (c->first_ms == 0)
         c->first_ms = now_ms();
+    c->in_cb = true;
+    inspect(c, buf, info->n_added);
+    c->in_cb = false;
 }
 
 /* evhttp is closing the connection: chain, then forget it. */
@@ -180,6 +247,245 @@ static bool attach(conn_t *c)
     evhttp_connection_set_closecb(c->evcon, on_closed, c);
     bufferevent_decref(c->bev);
     return true;
+}
+
+/* ---- framing watch ------------------------------------------------------ */
+
+static void on_kill(evutil_socket_t fd, short what, void *arg);
+
+/* Runs the kill event after ms (0: on the loop's next turn). */
+static void kill_after(conn_t *c, int ms)
+{
+    if (c->kill == NULL)
+        c->kill = evtimer_new(c->cs->loop->base, on_kill, c);
+    if (c->kill == NULL) {
+        mizan_log(MIZAN_LOG_ERROR, "out of memory: a refused connection is left to the request deadline");
+        return;
+    }
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->kill, &tv);
+}
+
+static void drain_all(struct evbuffer *buf)
+{
+    evbuffer_drain(buf, evbuffer_get_length(buf));
+}
+
+static void head_reset(conn_t *c)
+{
+    free(c->head);
+    c->head = NULL;
+    c->head_len = c->head_cap = 0;
+    c->line_start = 0;
+}
+
+/*
+ * Refuses the connection: what it holds is dropped unread, the envelope
+ * answer is prepared, and written as soon as no other answer is in flight.
+ */
+static void refuse(conn_t *c, int status, const char *reason, const char *rid, const char *origin)
+{
+    mizan_loop_t *loop = c->cs->loop;
+    c->in = IN_REFUSED;
+    head_reset(c);
+    drain_all(bufferevent_get_input(c->bev));
+    char own[40];
+    if (rid == NULL || rid[0] == '\0') {
+        mizan_loop_request_id(loop, own, sizeof(own));
+        rid = own;
+    }
+    mizan_code_t code = status == 413 ? MIZAN_PAYLOAD_TOO_LARGE : MIZAN_BAD_REQUEST;
+    char *body = mizan_reply_render_error(code, reason, NULL);
+    /* A page on an allowed origin must be able to read the refusal (PROTOCOL section 8). */
+    char cors[512];
+    mizan_cors_header_lines(&loop->gw->cfg.cors, origin != NULL && origin[0] != '\0' ? origin : NULL, cors,
+                            sizeof(cors));
+    int n = body == NULL ? -1
+                         : asprintf(&c->refusal,
+                                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+                                    "X-Request-Id: %s\r\n%sConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                                    status, status == 413 ? "Payload Too Large" : "Bad Request", rid, cors,
+                                    strlen(body), body);
+    free(body);
+    if (n < 0) {
+        c->refusal = NULL; /* out of memory: the connection is closed without an answer */
+        c->refusal_len = 0;
+    } else {
+        c->refusal_len = (size_t)n;
+    }
+    json_t *f = json_pack("{s:s, s:i, s:s}", "request_id", rid, "status", status, "reason", reason);
+    mizan_log_fields(MIZAN_LOG_WARN, "refused a request before reading it", f);
+    json_decref(f);
+    mizan_metrics_request(loop->gw, "unknown", status, 0);
+    if (!c->busy && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        kill_after(c, 0);
+    else
+        c->refusal_due = true; /* after the answer in flight (mizan_conns_reply_flushed) */
+}
+
+/* Appends n bytes of a head; false when it passes max bytes. */
+static bool head_append(conn_t *c, const char *p, size_t n, size_t max)
+{
+    if (c->head_len + n > max)
+        return false;
+    if (c->head_len + n > c->head_cap) {
+        size_t cap = c->head_cap > 0 ? c->head_cap : 512;
+        while (cap < c->head_len + n)
+            cap *= 2;
+        char *h = realloc(c->head, cap);
+        if (h == NULL)
+            return false;
+        c->head = h;
+        c->head_cap = cap;
+    }
+    memcpy(c->head + c->head_len, p, n);
+    c->head_len += n;
+    return true;
+}
+
+/* A whole head is in c->head: judge it and set up reading its body. */
+static void head_done(conn_t *c)
+{
+    const mizan_config_t *cfg = &c->cs->loop->gw->cfg;
+    mizan_head_t h;
+    mizan_framing_check_head(c->head, c->head_len, cfg->max_body_bytes, &h);
+    head_reset(c);
+    if (h.status != 0) {
+        refuse(c, h.status, h.reason, h.rid, h.origin);
+        return;
+    }
+    if (h.body == MIZAN_BODY_LENGTH) {
+        c->left = h.length;
+        c->in = IN_BODY_LENGTH;
+    } else if (h.body == MIZAN_BODY_CHUNKED) {
+        memset(&c->chunked, 0, sizeof(c->chunked));
+        c->in = IN_BODY_CHUNKED;
+        /* Kept for a refusal while the body arrives (over the limit). */
+        free(c->body_rid);
+        free(c->body_origin);
+        c->body_rid = h.rid[0] != '\0' ? strdup(h.rid) : NULL;
+        c->body_origin = h.origin[0] != '\0' ? strdup(h.origin) : NULL;
+    }
+}
+
+/* Follows n received bytes through heads and bodies; may refuse c. */
+static void feed(conn_t *c, const char *p, size_t n)
+{
+    const mizan_config_t *cfg = &c->cs->loop->gw->cfg;
+    while (n > 0 && c->in != IN_REFUSED) {
+        if (c->in == IN_HEAD) {
+            const char *lf = memchr(p, '\n', n);
+            size_t take = lf != NULL ? (size_t)(lf - p) + 1 : n;
+            if (!head_append(c, p, take, cfg->max_header_bytes)) {
+                char why[96];
+                snprintf(why, sizeof(why), "request head is over the %zu byte limit", cfg->max_header_bytes);
+                refuse(c, 400, why, NULL, NULL);
+                return;
+            }
+            p += take;
+            n -= take;
+            if (lf != NULL) {
+                size_t line = c->head_len - 1 - c->line_start; /* without its LF */
+                bool blank = line == 0 || (line == 1 && c->head[c->line_start] == '\r');
+                c->line_start = c->head_len;
+                if (blank)
+                    head_done(c);
+            }
+        } else if (c->in == IN_BODY_LENGTH) {
+            size_t take = c->left < n ? (size_t)c->left : n;
+            c->left -= take;
+            p += take;
+            n -= take;
+            if (c->left == 0)
+                c->in = IN_HEAD;
+        } else if (c->in == IN_BODY_CHUNKED) {
+            bool done = false;
+            int status = 0;
+            char why[112];
+            long used = mizan_framing_chunked(&c->chunked, p, n, cfg->max_body_bytes, &done, &status, why,
+                                              sizeof(why));
+            if (used < 0) {
+                if (status == 413)
+                    snprintf(why, sizeof(why), "request body is over the %zu byte limit", cfg->max_body_bytes);
+                refuse(c, status, why, c->body_rid, c->body_origin);
+                return;
+            }
+            p += used;
+            n -= (size_t)used;
+            if (done)
+                c->in = IN_HEAD;
+        } else {
+            return;
+        }
+    }
+}
+
+/* The last n bytes of buf just arrived. */
+static void inspect(conn_t *c, struct evbuffer *buf, size_t n)
+{
+    if (c->in == IN_REFUSED) {
+        drain_all(buf);
+        return;
+    }
+    if (c->in == IN_STREAMING) {
+        drain_all(buf);
+        c->stream_in += n;
+        size_t limit = c->cs->loop->gw->cfg.sse_max_input_bytes;
+        if (c->stream_in > limit && !c->closing) {
+            c->closing = true;
+            mizan_log(MIZAN_LOG_WARN, "closing an event stream whose client sent more than %zu bytes", limit);
+            kill_after(c, 0);
+        }
+        return;
+    }
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(buf, &pos, evbuffer_get_length(buf) - n, EVBUFFER_PTR_SET) < 0)
+        return;
+    while (n > 0) {
+        struct evbuffer_iovec v[8];
+        int got = evbuffer_peek(buf, (ev_ssize_t)n, &pos, v, 8);
+        if (got <= 0)
+            return;
+        size_t seen = 0;
+        for (int i = 0; i < got && i < 8 && n > 0; i++) {
+            size_t take = v[i].iov_len < n ? v[i].iov_len : n;
+            feed(c, v[i].iov_base, take);
+            if (c->in == IN_REFUSED)
+                return; /* buf was drained: pos is gone */
+            n -= take;
+            seen += take;
+        }
+        if (n > 0 && evbuffer_ptr_set(buf, &pos, seen, EVBUFFER_PTR_ADD) < 0)
+            return;
+    }
+}
+
+/*
+ * The kill event: writes a pending refusal (straight to the socket: evhttp
+ * has nothing in flight, and its own write callbacks must not run for it),
+ * shuts the write side and lingers; later, or for a stream that was sent
+ * too much, frees the connection.
+ */
+static void on_kill(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_t *c = arg;
+    if (!attach(c))
+        return; /* evhttp already let it go (c is freed) */
+    if (c->in == IN_REFUSED && c->refusal != NULL) {
+        evutil_socket_t s = bufferevent_getfd(c->bev);
+        if (s >= 0) {
+            ssize_t w = send(s, c->refusal, c->refusal_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w; /* a short write on an empty socket buffer: the client sees a cut answer */
+            shutdown(s, SHUT_WR);
+        }
+        free(c->refusal);
+        c->refusal = NULL;
+        kill_after(c, LINGER_MS);
+        return;
+    }
+    evhttp_connection_free(c->evcon); /* on_closed forgets c */
 }
 
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
@@ -263,7 +569,7 @@ void mizan_conns_deinit(mizan_loop_t *loop)
             continue;
         struct bufferevent *bev = c->bev;
         evbuffer_remove_cb_entry(bufferevent_get_input(bev), c->watch);
-        free(c);
+        conn_free(c);
         bufferevent_decref(bev);
     }
     if (cs->sweep != NULL)
@@ -309,4 +615,42 @@ void mizan_conns_on_close(mizan_loop_t *loop, struct evhttp_connection *evcon,
     }
     c->on_close = cb;
     c->on_close_arg = arg;
+}
+
+void mizan_conns_streaming(mizan_loop_t *loop, struct evhttp_request *req)
+{
+    conn_t *c = conn_of(loop, req);
+    if (c == NULL)
+        return;
+    head_reset(c);
+    c->in = IN_STREAMING;
+    /* What came after the stream's request (pipelined) counts as sent on it. */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->stream_in = evbuffer_get_length(in);
+    drain_all(in);
+    if (c->stream_in > loop->gw->cfg.sse_max_input_bytes && !c->closing) {
+        c->closing = true;
+        kill_after(c, 0);
+    }
+}
+
+void mizan_conns_reply_flushed(mizan_loop_t *loop, struct evhttp_request *req)
+{
+    conn_t *c = conn_of(loop, req);
+    if (c != NULL && c->in == IN_REFUSED && c->refusal_due) {
+        c->refusal_due = false;
+        kill_after(c, 0); /* after evhttp is done with the answer it just flushed */
+    }
+}
+
+void mizan_conns_stream_ended(mizan_loop_t *loop, struct evhttp_request *req)
+{
+    conn_t *c = conn_of(loop, req);
+    if (c == NULL || c->in != IN_STREAMING || c->closing)
+        return;
+    /* The connection may carry requests again: back to reading heads. */
+    c->in = IN_HEAD;
+    c->stream_in = 0;
+    c->busy = false;
+    c->first_ms = 0;
 }

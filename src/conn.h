@@ -9,6 +9,10 @@
  * request, learns from the router when the request was complete, and a
  * sweep every half second closes connections whose request is overdue.
  *
+ * The same watch checks the framing of every request before evhttp reads
+ * it (framing.h) and answers a refused one itself, in the envelope, and
+ * bounds what the client of an event stream may send.
+ *
  * Loop-thread only.
  */
 #ifndef MIZAN_CONN_H
@@ -33,6 +37,21 @@ void mizan_conns_request_read(mizan_loop_t *loop, struct evhttp_request *req);
 
 /** The answer to the connection's request is being sent (not for streams). */
 void mizan_conns_reply_sending(mizan_loop_t *loop, struct evhttp_request *req);
+
+/**
+ * The request's connection now carries an event stream: what its client
+ * sends is discarded, and past sse_max_input_bytes the stream is closed.
+ */
+void mizan_conns_streaming(mizan_loop_t *loop, struct evhttp_request *req);
+
+/** The stream on req's connection ended (graceful shutdown): read requests again. */
+void mizan_conns_stream_ended(mizan_loop_t *loop, struct evhttp_request *req);
+
+/**
+ * The answer to req was written out (its on-complete callback): a
+ * connection refused meanwhile gets its own answer next.
+ */
+void mizan_conns_reply_flushed(mizan_loop_t *loop, struct evhttp_request *req);
 
 /**
  * Sets the close callback of evcon (NULL to clear) without displacing the

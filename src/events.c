@@ -1,8 +1,24 @@
 /*
  * events.c - Server-Sent Events streams of invalidations (see events.h).
+ *
+ * DESIGN (what reaches a stream): an event's frame is rebuilt from checked
+ * parts, never copied: the event type is the fixed word "invalidate", the
+ * context a name of the function-name grammar, params an object of
+ * scalars, and the data line a compact JSON rendering (JSON escapes every
+ * CR and LF inside strings). A message with a raw CR or LF anywhere, or
+ * any other shape, is dropped, logged and counted, so nothing written to
+ * the events channel can add a line or a frame to a stream.
+ *
+ * DESIGN (who may stream): a stream opens only for contexts the caller may
+ * read, with the checks of GET /ctx/{name}/; a stream without a filter
+ * gets the contexts the caller may read. Streams are bounded per instance
+ * (sse_max_clients) and per client address (sse_max_clients_per_address):
+ * the counts per address live in one small table under `addr_lock`, taken
+ * only when a stream opens or closes, from any loop.
  */
 #include "events.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,19 +29,82 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "auth.h"
 #include "conn.h"
+#include "cors.h"
 #include "log.h"
 #include "request.h"
 
 /* Streams across all loops (for metrics and the limit). */
 static atomic_size_t total_clients;
 
+/* Messages from the events channel dropped as malformed (metrics). */
+static atomic_size_t dropped_events;
+
+/* Open streams per client address. Guarded by addr_lock (any loop). */
+typedef struct addr_count {
+    char addr[64];            /* numeric address as evhttp reports it */
+    size_t n;                 /* streams open from it */
+    struct addr_count *next;  /* bucket chain */
+} addr_count_t;
+
+#define ADDR_BUCKETS 256
+static pthread_mutex_t addr_lock = PTHREAD_MUTEX_INITIALIZER;
+static addr_count_t *addr_table[ADDR_BUCKETS];
+
+static size_t addr_bucket(const char *a)
+{
+    size_t h = 5381;
+    for (; *a != '\0'; a++)
+        h = h * 33 + (unsigned char)*a;
+    return h % ADDR_BUCKETS;
+}
+
+/* Takes one stream slot of addr unless it holds max already; true when taken. */
+static bool addr_take(const char *addr, size_t max)
+{
+    bool ok = false;
+    pthread_mutex_lock(&addr_lock);
+    addr_count_t **pp = &addr_table[addr_bucket(addr)];
+    while (*pp != NULL && strcmp((*pp)->addr, addr) != 0)
+        pp = &(*pp)->next;
+    if (*pp == NULL) {
+        addr_count_t *a = calloc(1, sizeof(*a));
+        if (a != NULL) {
+            snprintf(a->addr, sizeof(a->addr), "%s", addr);
+            *pp = a;
+        }
+    }
+    if (*pp != NULL && (*pp)->n < max) {
+        (*pp)->n++;
+        ok = true;
+    }
+    pthread_mutex_unlock(&addr_lock);
+    return ok;
+}
+
+/* Gives back one stream slot of addr. */
+static void addr_give(const char *addr)
+{
+    pthread_mutex_lock(&addr_lock);
+    addr_count_t **pp = &addr_table[addr_bucket(addr)];
+    while (*pp != NULL && strcmp((*pp)->addr, addr) != 0)
+        pp = &(*pp)->next;
+    if (*pp != NULL && --(*pp)->n == 0) {
+        addr_count_t *a = *pp;
+        *pp = a->next;
+        free(a);
+    }
+    pthread_mutex_unlock(&addr_lock);
+}
+
 /* One open stream. Loop-thread only. */
 typedef struct client {
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
-    char **contexts;    /* filter; NULL: every context */
+    char **contexts;    /* the contexts streamed (those the caller may read) */
     size_t ncontexts;
+    char addr[64];      /* client address holding one slot of addr_table */
     struct mizan_sse *sse;
     struct client *prev, *next;
 } client_t;
@@ -66,6 +145,7 @@ static void client_free(client_t *cl)
     for (size_t i = 0; i < cl->ncontexts; i++)
         free(cl->contexts[i]);
     free(cl->contexts);
+    addr_give(cl->addr);
     free(cl);
     atomic_fetch_sub(&total_clients, 1);
 }
@@ -158,6 +238,7 @@ void mizan_events_close_all(mizan_loop_t *loop)
     while (sse->clients != NULL) {
         client_t *cl = sse->clients;
         mizan_conns_on_close(loop, cl->evcon, NULL, NULL);
+        mizan_conns_stream_ended(loop, cl->req);
         evhttp_send_reply_end(cl->req);
         client_free(cl);
     }
@@ -171,8 +252,6 @@ size_t mizan_events_clients(mizan_gateway_t *gw)
 
 static bool wanted(const client_t *cl, const char *context)
 {
-    if (cl->contexts == NULL)
-        return true;
     for (size_t i = 0; i < cl->ncontexts; i++)
         if (strcmp(cl->contexts[i], context) == 0)
             return true;
@@ -191,14 +270,59 @@ static void deliver(mizan_loop_t *loop, void *arg)
     frame_unref(f);
 }
 
+size_t mizan_events_dropped(void)
+{
+    return atomic_load(&dropped_events);
+}
+
+/* True when params (borrowed) is an object whose members are all scalars. */
+static bool scalar_object(const json_t *params)
+{
+    if (!json_is_object(params))
+        return false;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)params, key, v)
+    {
+        (void)key;
+        if (json_is_object(v) || json_is_array(v))
+            return false;
+    }
+    return true;
+}
+
+/* Counts and logs a dropped message (never its text: it may be hostile). */
+static void drop_event(const char *why)
+{
+    atomic_fetch_add(&dropped_events, 1);
+    mizan_log(MIZAN_LOG_WARN, "dropped a message on the events channel: %s", why);
+}
+
 void mizan_events_publish(mizan_gateway_t *gw, const char *event, size_t len)
 {
+    /* Raw CR and LF cannot be part of a JSON string, only of the spaces
+     * between tokens: no message a gateway publishes has any. */
+    if (memchr(event, '\r', len) != NULL || memchr(event, '\n', len) != NULL) {
+        drop_event("it holds a raw CR or LF");
+        return;
+    }
     json_error_t jerr;
     json_t *ev = json_loadb(event, len, JSON_REJECT_DUPLICATES, &jerr);
-    json_t *context = json_object_get(ev, "context"), *params = json_object_get(ev, "params");
-    if (!json_is_string(context) || (params != NULL && !json_is_object(params)) ||
-        !json_is_string(json_object_get(ev, "type"))) {
-        mizan_log(MIZAN_LOG_WARN, "ignoring a malformed event on the events channel");
+    json_t *type = json_object_get(ev, "type"), *context = json_object_get(ev, "context"),
+           *params = json_object_get(ev, "params");
+    const char *why = NULL;
+    if (!json_is_object(ev))
+        why = "not a JSON object";
+    else if (!json_is_string(type) || strcmp(json_string_value(type), "invalidate") != 0 ||
+             json_string_length(type) != strlen("invalidate"))
+        why = "its type is not \"invalidate\"";
+    else if (!json_is_string(context) ||
+             !mizan_request_name_valid(json_string_value(context), json_string_length(context)))
+        why = "its context is not a valid name";
+    else if (params != NULL && !scalar_object(params))
+        why = "its params are not an object of scalars";
+    if (why != NULL) {
+        drop_event(why);
         json_decref(ev);
         return;
     }
@@ -209,7 +333,7 @@ void mizan_events_publish(mizan_gateway_t *gw, const char *event, size_t len)
     json_decref(data);
     frame_t *f = calloc(1, sizeof(*f));
     if (text == NULL || f == NULL || (f->context = strdup(json_string_value(context))) == NULL ||
-        asprintf(&f->text, "event: %s\ndata: %s\n\n", json_string_value(json_object_get(ev, "type")), text) < 0) {
+        asprintf(&f->text, "event: invalidate\ndata: %s\n\n", text) < 0) {
         if (f != NULL)
             free(f->context);
         free(f);
@@ -227,35 +351,114 @@ void mizan_events_publish(mizan_gateway_t *gw, const char *event, size_t len)
     frame_unref(f);
 }
 
-/* Splits "a,b" into context names; answers 422 for an unknown one. */
+/*
+ * What GET /ctx/{name}/ would answer the caller for c before computing
+ * anything (context.c): MIZAN_OK, UNAUTHORIZED or FORBIDDEN.
+ */
+static mizan_code_t may_read(const mizan_context_t *c, const mizan_identity_t *id)
+{
+    if (c->scope == MIZAN_SCOPE_USER && id->sub == NULL)
+        return MIZAN_UNAUTHORIZED;
+    mizan_code_t worst = MIZAN_OK;
+    for (size_t i = 0; i < c->nfns && worst != MIZAN_UNAUTHORIZED; i++) {
+        mizan_code_t a = mizan_auth_check(&c->fns[i]->auth, id);
+        if (a != MIZAN_OK)
+            worst = a;
+    }
+    return worst;
+}
+
+/* Adds name (copied) to cl's contexts; -1 when out of memory. */
+static int add_context(client_t *cl, const char *name, size_t cap)
+{
+    if (cl->contexts == NULL && (cl->contexts = calloc(cap > 0 ? cap : 1, sizeof(*cl->contexts))) == NULL)
+        return -1;
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return -1;
+    cl->contexts[cl->ncontexts++] = copy;
+    return 0;
+}
+
+/* Every context of the registry the caller may read. 0, or -1 when out of memory. */
+static int readable_contexts(mizan_exchange_t *ex, client_t *cl)
+{
+    const mizan_registry_t *reg = &ex->loop->gw->reg;
+    for (size_t i = 0; i < reg->nctxs; i++)
+        if (may_read(reg->ctxs[i], &ex->caller->id) == MIZAN_OK && add_context(cl, reg->ctxs[i]->name, reg->nctxs) < 0)
+            return -1;
+    return 0;
+}
+
+/*
+ * Splits "a,b" into context names the caller may read. An empty name is
+ * 422, an unknown context 404, one the caller may not read 401 or 403 (as
+ * GET /ctx/{name}/ would answer). Returns 0, 1 after answering, or -1 when
+ * out of memory.
+ */
 static int parse_filter(mizan_exchange_t *ex, const char *list, client_t *cl)
 {
     const mizan_registry_t *reg = &ex->loop->gw->reg;
     size_t n = 1;
     for (const char *p = list; *p; p++)
         n += *p == ',';
-    cl->contexts = calloc(n, sizeof(*cl->contexts));
-    if (cl->contexts == NULL)
+    const mizan_context_t **found = calloc(n, sizeof(*found));
+    if (found == NULL)
         return -1;
+    size_t nfound = 0;
+    int rc = 0;
     const char *p = list;
     for (;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
         char *name = strndup(p, len);
-        if (name == NULL)
-            return -1;
-        if (len == 0 || mizan_registry_context(reg, name) == NULL) {
-            json_t *details = json_pack("[{s:[s,s], s:s, s:s}]", "loc", "params", "contexts", "msg",
-                                        len == 0 ? "empty context name" : "unknown context", "type", "enum");
-            free(name);
-            mizan_reply_invalid(ex, details);
-            return 1;
+        if (name == NULL) {
+            rc = -1;
+            goto done;
         }
-        cl->contexts[cl->ncontexts++] = name;
+        const mizan_context_t *c = len > 0 ? mizan_registry_context(reg, name) : NULL;
+        free(name);
+        if (len == 0) {
+            json_t *details = json_pack("[{s:[s,s], s:s, s:s}]", "loc", "params", "contexts", "msg",
+                                        "empty context name", "type", "minLength");
+            mizan_reply_invalid(ex, details);
+            rc = 1;
+            goto done;
+        }
+        if (c == NULL) {
+            mizan_reply_error(ex, MIZAN_NOT_FOUND, "unknown context", NULL);
+            rc = 1;
+            goto done;
+        }
+        found[nfound++] = c;
         if (comma == NULL)
-            return 0;
+            break;
         p = comma + 1;
     }
+    /* Who may listen, once every name is known. */
+    mizan_code_t worst = MIZAN_OK;
+    for (size_t i = 0; i < nfound && worst != MIZAN_UNAUTHORIZED; i++) {
+        mizan_code_t a = may_read(found[i], &ex->caller->id);
+        if (a != MIZAN_OK)
+            worst = a;
+    }
+    if (worst != MIZAN_OK) {
+        mizan_reply_error(ex, worst, worst == MIZAN_UNAUTHORIZED ? "this context requires a token" : NULL, NULL);
+        rc = 1;
+        goto done;
+    }
+    for (size_t i = 0; i < nfound; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < cl->ncontexts && !dup; j++)
+            dup = strcmp(cl->contexts[j], found[i]->name) == 0;
+        if (!dup && add_context(cl, found[i]->name, nfound) < 0) {
+            rc = -1;
+            goto done;
+        }
+    }
+done:
+    free(found);
+    return rc;
 }
 
 void mizan_events_handle(mizan_exchange_t *ex)
@@ -286,12 +489,6 @@ void mizan_events_handle(mizan_exchange_t *ex)
         mizan_reply_unavailable(ex);
         return;
     }
-    if (atomic_load(&total_clients) >= (size_t)cfg->sse_max_clients) {
-        json_decref(q);
-        mizan_reply_header(ex, "Retry-After", "5");
-        mizan_reply_error(ex, MIZAN_UNAVAILABLE, "too many event streams on this instance", NULL);
-        return;
-    }
     client_t *cl = calloc(1, sizeof(*cl));
     if (cl == NULL) {
         json_decref(q);
@@ -299,8 +496,27 @@ void mizan_events_handle(mizan_exchange_t *ex)
         return;
     }
     const char *list = json_string_value(json_object_get(q, "contexts"));
-    int rc = list != NULL && list[0] != '\0' ? parse_filter(ex, list, cl) : 0;
+    int rc = list != NULL && list[0] != '\0' ? parse_filter(ex, list, cl) : readable_contexts(ex, cl);
     json_decref(q);
+    struct evhttp_connection *evcon = rc == 0 ? evhttp_request_get_connection(ex->req) : NULL;
+    if (rc == 0) {
+        char *peer = NULL;
+        ev_uint16_t port = 0;
+        if (evcon != NULL)
+            evhttp_connection_get_peer(evcon, &peer, &port);
+        snprintf(cl->addr, sizeof(cl->addr), "%s", peer != NULL ? peer : "");
+        if (atomic_fetch_add(&total_clients, 1) >= (size_t)cfg->sse_max_clients) {
+            atomic_fetch_sub(&total_clients, 1);
+            mizan_reply_header(ex, "Retry-After", "5");
+            mizan_reply_error(ex, MIZAN_UNAVAILABLE, "too many event streams on this instance", NULL);
+            rc = 1;
+        } else if (!addr_take(cl->addr, (size_t)cfg->sse_max_clients_per_address)) {
+            atomic_fetch_sub(&total_clients, 1);
+            mizan_reply_header(ex, "Retry-After", "5");
+            mizan_reply_error(ex, MIZAN_UNAVAILABLE, "too many event streams from this address", NULL);
+            rc = 1;
+        }
+    }
     if (rc != 0) {
         for (size_t i = 0; i < cl->ncontexts; i++)
             free(cl->contexts[i]);
@@ -315,6 +531,7 @@ void mizan_events_handle(mizan_exchange_t *ex)
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Request-Id", ex->rid);
     evhttp_add_header(h, "X-Accel-Buffering", "no");
+    mizan_cors_headers(&cfg->cors, ex->req);
     ex->route = "events";
     cl->req = mizan_exchange_detach(ex);
     cl->evcon = evhttp_request_get_connection(cl->req);
@@ -324,17 +541,19 @@ void mizan_events_handle(mizan_exchange_t *ex)
         for (size_t i = 0; i < cl->ncontexts; i++)
             free(cl->contexts[i]);
         free(cl->contexts);
+        addr_give(cl->addr);
         free(cl);
+        atomic_fetch_sub(&total_clients, 1);
         return;
     }
     cl->sse = loop->sse;
-    atomic_fetch_add(&total_clients, 1);
     cl->next = loop->sse->clients;
     if (cl->next != NULL)
         cl->next->prev = cl;
     loop->sse->clients = cl;
     evhttp_send_reply_start(cl->req, 200, "OK");
     mizan_conns_on_close(loop, cl->evcon, on_close, cl);
+    mizan_conns_streaming(loop, cl->req);
     static const char hello[] = "retry: 2000\n: connected\n\n";
     write_to(cl, hello, sizeof(hello) - 1);
 }

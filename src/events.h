@@ -8,6 +8,11 @@
  * pass sse_max_buffer_bytes (a client that stopped reading) is dropped so
  * it cannot stall or bloat the others. A comment line goes out every
  * sse_heartbeat_s seconds.
+ *
+ * PROTOCOL.md section 7 rev 2: streams open only for contexts the caller
+ * may read; messages from the events channel are checked before they are
+ * written anywhere; a client may send at most sse_max_input_bytes on its
+ * stream (conn.c); streams are bounded per instance and per address.
  */
 #ifndef MIZAN_EVENTS_H
 #define MIZAN_EVENTS_H
@@ -33,6 +38,9 @@ void mizan_events_handle(mizan_exchange_t *ex);
 
 /** Ends every stream of the loop (graceful shutdown). Loop thread. */
 void mizan_events_close_all(mizan_loop_t *loop);
+
+/** Messages from the events channel dropped as malformed since start. Any thread. */
+size_t mizan_events_dropped(void);
 
 /** Streams open on the whole instance. Any thread. */
 size_t mizan_events_clients(mizan_gateway_t *gw);

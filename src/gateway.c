@@ -31,12 +31,19 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
     if (mizan_config_load(&gw->cfg, config_path, exe_dir, err) < 0)
         return -1;
     mizan_log_setup((mizan_log_level_t)gw->cfg.log_level, gw->cfg.instance);
+    /* Every schema compiled from here on (modules, config) uses these. */
+    mizan_schema_opts_t sopts = {.dir = gw->cfg.schema_dir, .base_uri = gw->cfg.schema_base_uri,
+                                 .format_assertion = gw->cfg.format_assertion};
+    mizan_schema_set_defaults(&sopts);
     mizan_registry_init(&gw->reg, gw->cfg.function_timeout_ms);
+    gw->reg.validate_output = gw->cfg.validate_output;
     if (mizan_modules_load(&gw->reg, &gw->cfg, &gw->mods, &gw->nmods, err) < 0)
         return -1;
     if (mizan_upstream_register(gw, err) < 0)
         return -1;
     if (mizan_registry_finish(&gw->reg, err) < 0)
+        return -1;
+    if (mizan_registry_limits(&gw->reg, gw->cfg.max_concurrency, gw->cfg.file, err) < 0)
         return -1;
     return 0;
 }

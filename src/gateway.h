@@ -127,7 +127,12 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
 /** Hands a finished job back to its loop. Worker threads. */
 void mizan_loop_complete(mizan_job_t *job);
 
-/** Submits the exchange's jobs with their deadline timers; -1 when the queue is full. */
+/**
+ * Submits the exchange's jobs with their deadline timers; -1 when the queue
+ * is full. A job whose function is at its max_concurrency is not submitted:
+ * it gets UNAVAILABLE at once and ex->pending counts only the others (so it
+ * may be 0: the caller then finishes the exchange itself).
+ */
 int mizan_exchange_submit(mizan_exchange_t *ex);
 
 /** A message for a loop: fn(loop, arg) runs on the loop's thread. */
@@ -152,6 +157,9 @@ void mizan_loop_abort(mizan_loop_t *loop);
 /** Stops the loop thread, joins it and frees the loop. Main thread. */
 void mizan_loop_join(mizan_loop_t *loop);
 
+/** Writes a fresh request id (32 hex digits) into out. Loop thread. */
+void mizan_loop_request_id(mizan_loop_t *loop, char *out, size_t len);
+
 /** A new exchange for req, linked into the loop's live list. */
 mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *req);
 
@@ -175,6 +183,13 @@ void mizan_reply_json(mizan_exchange_t *ex, json_t *body);
  * and puts the request id in details. Ends the exchange.
  */
 void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *message, json_t *details);
+
+/**
+ * The error envelope's text (new, malloc'd; NULL when out of memory): the
+ * one renderer behind mizan_reply_error() and the connection-level
+ * refusals of conn.c. message NULL picks a default; details stolen. Any thread.
+ */
+char *mizan_reply_render_error(mizan_code_t code, const char *message, json_t *details);
 
 /** 503 with Retry-After: shutting down, or overloaded (the work queue is full). */
 void mizan_reply_unavailable(mizan_exchange_t *ex);

@@ -111,7 +111,34 @@ void mizan_job_run(mizan_job_t *job)
     }
     if (job->code == MIZAN_OK && job->result == NULL)
         job->result = json_null();
+    mizan_job_check_output(job);
     mizan_metrics_function(job->fn, job->run_us, job->code != MIZAN_OK);
+}
+
+void mizan_job_check_output(mizan_job_t *job)
+{
+    const mizan_function_t *f = job->fn;
+    if (!f->check_output || job->code != MIZAN_OK)
+        return;
+    /* Validation fills in defaults: check a copy, so the client gets what
+     * the handler returned, byte for byte. */
+    json_t *copy = json_deep_copy(job->result);
+    json_t *errors = json_array();
+    int n = copy != NULL && errors != NULL ? mizan_schema_validate(f->output, copy, "result", errors) : -1;
+    json_decref(copy);
+    if (n != 0) {
+        json_t *fields = json_pack("{s:s, s:O}", "function", f->name, "violations", errors != NULL ? errors : json_null());
+        mizan_log_fields(MIZAN_LOG_ERROR, n > 0 ? "result does not match the declared output schema"
+                                                : "output validation could not run",
+                         fields);
+        json_decref(fields);
+        json_decref(job->result);
+        job->result = NULL;
+        mizan_req_error(job, MIZAN_INTERNAL_ERROR,
+                        n > 0 ? "the result does not match the declared output schema" : "output validation failed to run",
+                        NULL);
+    }
+    json_decref(errors);
 }
 
 /* ---- the module-facing API ------------------------------------------ */

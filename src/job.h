@@ -83,6 +83,16 @@ void mizan_job_free(mizan_job_t *job);
 /** Runs the handler on the calling (worker) thread, recording the outcome. */
 void mizan_job_run(mizan_job_t *job);
 
+/**
+ * When the function's result is checked (validate_output and a declared
+ * output schema), validates a successful result against the output schema:
+ * a result that does not match becomes INTERNAL_ERROR (the client sees the
+ * generic message) and the violations are logged with the function's name.
+ * Runs on whichever thread holds the job (the worker that ran it, or the
+ * loop of an upstream call), before the hand-back.
+ */
+void mizan_job_check_output(mizan_job_t *job);
+
 /** Process-wide shutdown flag: makes every mizan_req_cancelled() true. */
 void mizan_job_cancel_all(void);
 

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -82,6 +83,8 @@ static void job_release(mizan_job_t *job)
 static void job_returned(mizan_loop_t *loop, mizan_job_t *job)
 {
     atomic_fetch_sub(&loop->outstanding, 1);
+    /* Its run ended (even when its exchange gave up at the deadline): free its slot. */
+    mizan_function_release(job->fn);
     job->back = true;
     if (job->timer != NULL)
         evtimer_del(job->timer);
@@ -154,6 +157,16 @@ int mizan_exchange_submit(mizan_exchange_t *ex)
         mizan_job_t *job = ex->jobs[i];
         if (job == NULL)
             continue;
+        if (!mizan_function_acquire(job->fn)) {
+            /* At its concurrency limit: refused at once, never queued behind
+             * the runs in flight; the exchange sees an UNAVAILABLE job. */
+            char msg[160];
+            snprintf(msg, sizeof(msg), "function %s is at its limit of %d concurrent runs; retry shortly",
+                     job->fn->name, job->fn->max_concurrency);
+            mizan_req_error(job, MIZAN_UNAVAILABLE, msg, NULL);
+            mizan_metrics_limited(job->fn);
+            continue;
+        }
         job->loop = loop;
         job->owner = ex;
         job->slot = (int)i;
@@ -185,6 +198,9 @@ int mizan_exchange_submit(mizan_exchange_t *ex)
         free(list);
     return 0;
 fail:
+    for (size_t i = 0; i < ex->njobs; i++)
+        if (ex->jobs[i] != NULL && ex->jobs[i]->code == MIZAN_OK && ex->jobs[i]->loop == loop)
+            mizan_function_release(ex->jobs[i]->fn); /* taken above, never run */
     for (size_t i = 0; i < n; i++) {
         event_free(list[i]->timer);
         list[i]->timer = NULL;
@@ -218,6 +234,12 @@ static bool sane_request_id(const char *v)
     return n > 0;
 }
 
+void mizan_loop_request_id(mizan_loop_t *loop, char *out, size_t len)
+{
+    snprintf(out, len, "%016llx%016llx", (unsigned long long)next_random(loop),
+             (unsigned long long)next_random(loop));
+}
+
 mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *req)
 {
     mizan_exchange_t *ex = calloc(1, sizeof(*ex));
@@ -232,8 +254,7 @@ mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *
     if (rid != NULL && sane_request_id(rid))
         snprintf(ex->rid, sizeof(ex->rid), "%s", rid);
     else
-        snprintf(ex->rid, sizeof(ex->rid), "%016llx%016llx", (unsigned long long)next_random(loop),
-                 (unsigned long long)next_random(loop));
+        mizan_loop_request_id(loop, ex->rid, sizeof(ex->rid));
     ex->next = loop->live;
     if (loop->live != NULL)
         loop->live->prev = ex;
@@ -404,8 +425,10 @@ int mizan_loop_start(mizan_loop_t *loop, mizan_gateway_t *gw, int index, int por
     evhttp_set_timeout_tv(loop->http, &idle);
     if (mizan_conns_init(loop, err) < 0)
         return -1;
-    evhttp_set_allowed_methods(loop->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                                               EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    /* Every method reaches the router, which answers 405 with Allow (TRACE,
+     * CONNECT and methods evhttp does not know included) instead of evhttp's
+     * HTML 501 page. */
+    evhttp_set_allowed_methods(loop->http, 0xffff);
     if (mizan_cache_loop_init(loop, err) < 0 || mizan_upstream_loop_init(loop, err) < 0)
         return -1;
     loop->fd = open_listener(cfg, port, err);

@@ -1,5 +1,6 @@
 /*
- * main.c - the mizand command line: serve, --check-config, token minting.
+ * main.c - the mizand command line: serve, --check-config, token minting,
+ * client code generation.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +18,7 @@
 #include <event2/thread.h>
 #include <jansson.h>
 
+#include "codegen.h"
 #include "gateway.h"
 #include "log.h"
 #include "token.h"
@@ -30,6 +32,9 @@ static void usage(FILE *out)
             "       mizand token --config FILE --sub NAME [--staff] [--superuser] [--perm P]...\n"
             "                    [--ttl SECONDS] [--kid K]\n"
             "                                       print a token signed with the configured key\n"
+            "       mizand codegen (--config FILE | --url URL) --lang ts [--out FILE] [--import SPEC]\n"
+            "                                       write a typed TypeScript client for the registry of FILE's\n"
+            "                                       modules, or of a running gateway's /api/mizan/schema/ URL\n"
             "       mizand --version | --help\n"
             "\n"
             "Environment overrides: MIZAN_LISTEN, MIZAN_WORKERS, MIZAN_TOKEN_SECRET, MIZAN_CACHE_SECRET,\n"
@@ -126,6 +131,103 @@ done:
     return rc;
 }
 
+/* Writes text to path through a temporary file and a rename, so a reader never sees half a file. */
+static int write_file(const char *path, const char *text)
+{
+    char *tmp = NULL;
+    if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
+        return -1;
+    FILE *f = fopen(tmp, "w");
+    int rc = -1;
+    if (f != NULL) {
+        size_t len = strlen(text);
+        bool ok = fwrite(text, 1, len, f) == len;
+        ok = fclose(f) == 0 && ok;
+        rc = ok && rename(tmp, path) == 0 ? 0 : -1;
+        if (rc < 0)
+            unlink(tmp);
+    }
+    free(tmp);
+    return rc;
+}
+
+static int cmd_codegen(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"url", required_argument, NULL, 'u'},
+        {"lang", required_argument, NULL, 'l'},   {"out", required_argument, NULL, 'o'},
+        {"import", required_argument, NULL, 'i'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *config = NULL, *url = NULL, *lang = NULL, *out = NULL, *import = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'u': url = optarg; break;
+        case 'l': lang = optarg; break;
+        case 'o': out = optarg; break;
+        case 'i': import = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || (config == NULL) == (url == NULL)) {
+        fprintf(stderr, "mizand codegen: give exactly one of --config FILE and --url URL\n");
+        return 2;
+    }
+    if (lang == NULL || strcmp(lang, "ts") != 0) {
+        fprintf(stderr, "mizand codegen: --lang ts is required (TypeScript is the one language supported)\n");
+        return 2;
+    }
+    if (import != NULL && (import[0] == '\0' || strpbrk(import, "\"\n\r\\") != NULL)) {
+        fprintf(stderr, "mizand codegen: --import must be a module specifier such as @mizan/client\n");
+        return 2;
+    }
+    mizan_err_t err = {{0}};
+    json_t *doc = NULL;
+    int rc = 1;
+    if (config != NULL) {
+        /* The same document the schema endpoint serves, from the same bytes. */
+        char dir[PATH_MAX];
+        exe_dir(dir, sizeof(dir));
+        mizan_gateway_t *gw = calloc(1, sizeof(*gw));
+        if (gw == NULL || mizan_gateway_init(gw, config, dir, &err) < 0) {
+            fprintf(stderr, "mizand: %s\n", gw != NULL ? err.msg : "out of memory");
+            if (gw != NULL)
+                mizan_gateway_deinit(gw);
+            free(gw);
+            return 1;
+        }
+        json_error_t jerr;
+        doc = json_loads(gw->reg.schema_json, 0, &jerr);
+        mizan_gateway_deinit(gw);
+        free(gw);
+        if (doc == NULL) {
+            fprintf(stderr, "mizand codegen: cannot read the schema document: %s\n", jerr.text);
+            return 1;
+        }
+    } else if ((doc = mizan_codegen_fetch(url, 10000, &err)) == NULL) {
+        fprintf(stderr, "mizand codegen: %s\n", err.msg);
+        return 1;
+    }
+    char *text = mizan_codegen_ts(doc, import, &err);
+    json_decref(doc);
+    if (text == NULL) {
+        fprintf(stderr, "mizand codegen: %s\n", err.msg);
+        return 1;
+    }
+    if (out == NULL) {
+        rc = fputs(text, stdout) >= 0 && fflush(stdout) == 0 ? 0 : 1;
+    } else if (write_file(out, text) < 0) {
+        fprintf(stderr, "mizand codegen: cannot write %s: %s\n", out, strerror(errno));
+    } else {
+        rc = 0;
+    }
+    free(text);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     /* Before any base, thread or JSON object exists. */
@@ -134,6 +236,11 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "token") == 0)
         return cmd_token(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "codegen") == 0) {
+        int rc = cmd_codegen(argc - 1, argv + 1);
+        libevent_global_shutdown();
+        return rc;
+    }
 
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"check-config", no_argument, NULL, 'C'},

@@ -97,6 +97,12 @@ void mizan_metrics_timeout(const mizan_function_t *fn)
         atomic_fetch_add_explicit(&fn->metrics->timeouts, 1, memory_order_relaxed);
 }
 
+void mizan_metrics_limited(const mizan_function_t *fn)
+{
+    if (fn->metrics != NULL)
+        atomic_fetch_add_explicit(&fn->metrics->limited, 1, memory_order_relaxed);
+}
+
 void mizan_metrics_cache(const mizan_context_t *ctx, const char *outcome)
 {
     if (ctx->metrics == NULL)
@@ -221,6 +227,8 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
         {"mizan_function_errors_total", "Handler runs that raised an error, by function.",
          offsetof(mizan_fn_metrics_t, errors)},
         {"mizan_function_timeouts_total", "Deadlines passed, by function.", offsetof(mizan_fn_metrics_t, timeouts)},
+        {"mizan_function_limited_total", "Runs refused at once at the function's max_concurrency, by function.",
+         offsetof(mizan_fn_metrics_t, limited)},
     };
     for (size_t k = 0; k < sizeof(fn_counters) / sizeof(fn_counters[0]); k++) {
         emit(&o, "# HELP %s %s\n# TYPE %s counter\n", fn_counters[k].name, fn_counters[k].help, fn_counters[k].name);
@@ -265,9 +273,11 @@ char *mizan_metrics_render(mizan_gateway_t *gw)
          "# HELP mizan_workers Worker threads.\n"
          "# TYPE mizan_workers gauge\nmizan_workers %d\n"
          "# HELP mizan_sse_clients Open event streams.\n"
-         "# TYPE mizan_sse_clients gauge\nmizan_sse_clients %zu\n",
+         "# TYPE mizan_sse_clients gauge\nmizan_sse_clients %zu\n"
+         "# HELP mizan_events_dropped_total Malformed messages on the events channel, dropped unseen.\n"
+         "# TYPE mizan_events_dropped_total counter\nmizan_events_dropped_total %zu\n",
          cs.coalesced, cs.invalidations, cs.events_received, queued, gw->cfg.queue_size, busy, gw->pool.nthreads,
-         mizan_events_clients(gw));
+         mizan_events_clients(gw), mizan_events_dropped());
     emit(&o,
          "# HELP mizan_cache_rejected_total Stored values refused because their mac did not verify.\n"
          "# TYPE mizan_cache_rejected_total counter\nmizan_cache_rejected_total %lld\n",

@@ -30,6 +30,7 @@ typedef struct mizan_fn_metrics {
     atomic_llong runs;          /**< handler runs */
     atomic_llong errors;        /**< runs that raised an error */
     atomic_llong timeouts;      /**< deadlines passed */
+    atomic_llong limited;       /**< runs refused at the function's concurrency limit */
 } mizan_fn_metrics_t;
 
 /** Per-context cache outcome counters. */
@@ -49,6 +50,9 @@ void mizan_metrics_function(const mizan_function_t *fn, long long us, bool faile
 
 /** Records a function deadline passing. */
 void mizan_metrics_timeout(const mizan_function_t *fn);
+
+/** Records a run refused because the function was at its concurrency limit. Any thread. */
+void mizan_metrics_limited(const mizan_function_t *fn);
 
 /** Records a context's cache outcome ("HIT", "MISS", "BYPASS"). */
 void mizan_metrics_cache(const mizan_context_t *ctx, const char *outcome);

@@ -23,6 +23,9 @@ int mizan_module_abi(const mizan_module_t *m)
     return MIZAN_ABI_VERSION;
 }
 
+/* The oldest module ABI still loaded: version 1 definitions lack max_concurrency, read as 0. */
+#define OLDEST_ABI 1
+
 const json_t *mizan_module_config(const mizan_module_t *m)
 {
     return ((const mizan_modinst_t *)m)->config;
@@ -79,6 +82,13 @@ int mizan_modules_load(mizan_registry_t *reg, const mizan_config_t *cfg, mizan_m
                                  "name is looked up as <module_dir>/<name>.so)",
                                  cfg->file, mc->name, mc->path, dlerror(), i);
         *nout = i + 1;
+        const int *abi = dlsym(mod->handle, MIZAN_MODULE_ABI_SYMBOL);
+        mod->abi = abi != NULL ? *abi : OLDEST_ABI;
+        if (mod->abi < OLDEST_ABI || mod->abi > MIZAN_ABI_VERSION)
+            return mizan_err_set(err,
+                                 "%s: module \"%s\" (%s) was built for module ABI %d; this gateway loads ABI %d to "
+                                 "%d: rebuild the module against this gateway's include/mizan/mizan.h",
+                                 cfg->file, mc->name, mc->path, mod->abi, OLDEST_ABI, MIZAN_ABI_VERSION);
         mizan_module_init_fn init;
         *(void **)&init = dlsym(mod->handle, MIZAN_MODULE_INIT_SYMBOL);
         if (init == NULL)

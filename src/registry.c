@@ -34,11 +34,14 @@ static void function_free(mizan_function_t *f)
     free(f->name);
     json_decref(f->schema_src);
     mizan_schema_free(f->schema);
+    json_decref(f->output_src);
+    mizan_schema_free(f->output);
     free_strv(f->arg_names, f->nargs);
     mizan_auth_deinit(&f->auth);
     free_strv(f->invalidates, f->ninvalidates);
     free(f->inv);
     free(f->description);
+    free(f->running);
     free(f);
 }
 
@@ -149,6 +152,10 @@ int mizan_module_add_function(mizan_module_t *m, const mizan_function_def_t *def
         return pending(reg, mod->name, "function \"%s\": set either auth or auth_fn, not both", name);
     if (def->timeout_ms < 0)
         return pending(reg, mod->name, "function \"%s\": timeout_ms must be >= 0", name);
+    /* A module built for ABI 1 has no max_concurrency: its definition ends before it. */
+    int max_concurrency = mod->abi == 0 || mod->abi >= 2 ? def->max_concurrency : 0;
+    if (max_concurrency < 0)
+        return pending(reg, mod->name, "function \"%s\": max_concurrency must be >= 0 (0: unlimited)", name);
     mizan_function_t *f = calloc(1, sizeof(*f));
     if (f == NULL || grow((void **)&reg->fns, &reg->capfns, reg->nfns) < 0) {
         free(f);
@@ -158,14 +165,20 @@ int mizan_module_add_function(mizan_module_t *m, const mizan_function_def_t *def
     f->kind = def->kind;
     f->handler = def->handler;
     f->timeout_ms = def->timeout_ms > 0 ? def->timeout_ms : reg->default_timeout_ms;
+    f->max_concurrency = max_concurrency;
+    f->running = calloc(1, sizeof(*f->running));
     f->description = def->description != NULL ? strdup(def->description) : NULL;
     f->module = mod;
     f->invalidates = copy_strv(def->invalidates, &f->ninvalidates);
     reg->fns[reg->nfns++] = f; /* owned by the registry from here on */
-    if (f->name == NULL || f->invalidates == NULL)
+    if (f->name == NULL || f->invalidates == NULL || f->running == NULL)
         return pending(reg, mod->name, "out of memory");
     if ((f->schema_src = parse_def_json(def->input_schema, "{\"type\":\"object\"}", &err)) == NULL)
         return pending(reg, mod->name, "function \"%s\": input_schema: %s", name, err.msg);
+    /* Like max_concurrency, output_schema lies past the end of an ABI 1 definition. */
+    const char *output_schema = mod->abi == 0 || mod->abi >= 2 ? def->output_schema : NULL;
+    if (output_schema != NULL && (f->output_src = parse_def_json(output_schema, NULL, &err)) == NULL)
+        return pending(reg, mod->name, "function \"%s\": output_schema: %s", name, err.msg);
     if (def->auth_fn != NULL) {
         f->auth.kind = MIZAN_AUTH_NATIVE;
         f->auth.fn = def->auth_fn;
@@ -283,6 +296,9 @@ static int finish_function(mizan_registry_t *reg, mizan_function_t *f, mizan_err
         return mizan_err_set(err, "function \"%s\": input schema: %s", f->name, serr.msg);
     if (property_names(f->schema_src, &f->arg_names, &f->nargs) < 0)
         return mizan_err_set(err, "out of memory");
+    if (f->output_src != NULL && (f->output = mizan_schema_compile(f->output_src, &serr)) == NULL)
+        return mizan_err_set(err, "function \"%s\": output schema: %s", f->name, serr.msg);
+    f->check_output = f->output != NULL && reg->validate_output;
     f->open_args = allows_extra(f->schema_src);
     if (f->auth.kind == MIZAN_AUTH_NATIVE)
         f->auth.fn_data = f->module->data;
@@ -303,6 +319,44 @@ static int finish_function(mizan_registry_t *reg, mizan_function_t *f, mizan_err
     }
     return 0;
 }
+
+/* How narrow a scope is: public < perms < user. */
+static int scope_rank(mizan_scope_t s)
+{
+    return s == MIZAN_SCOPE_USER ? 2 : s == MIZAN_SCOPE_PERMS ? 1 : 0;
+}
+
+/*
+ * The broadest scope a context holding f may have (PROTOCOL section 4, scope
+ * by construction): what f can see of its caller decides how widely one
+ * caller's bundle may be shared. *why says what f sees.
+ */
+static mizan_scope_t scope_needed(const mizan_function_t *f, const char **why)
+{
+    if (f->forwards_identity) {
+        *why = "forwards the caller's identity to its upstream";
+        return MIZAN_SCOPE_USER;
+    }
+    switch (f->auth.kind) {
+    case MIZAN_AUTH_TOKEN:
+        *why = "requires a token (auth true), so its answer may depend on who calls";
+        return MIZAN_SCOPE_USER;
+    case MIZAN_AUTH_NATIVE:
+        *why = "has a native auth predicate, so its answer may depend on who calls";
+        return MIZAN_SCOPE_USER;
+    case MIZAN_AUTH_STAFF:
+    case MIZAN_AUTH_SUPERUSER:
+    case MIZAN_AUTH_PERM:
+        *why = "requires staff, superuser or a permission";
+        return MIZAN_SCOPE_PERMS;
+    case MIZAN_AUTH_NONE:
+    default:
+        *why = "";
+        return MIZAN_SCOPE_PUBLIC;
+    }
+}
+
+static const char *scope_name(mizan_scope_t s);
 
 static int finish_context(mizan_registry_t *reg, mizan_context_t *c, mizan_err_t *err)
 {
@@ -328,6 +382,10 @@ static int finish_context(mizan_registry_t *reg, mizan_context_t *c, mizan_err_t
     json_t *props = json_object_get(src, "properties");
     for (size_t i = 0; i < c->nparams; i++) {
         json_t *t = json_object_get(json_object_get(props, c->param_names[i]), "type");
+        /* Without a "type" (a $ref, an anyOf of scalar schemas): the types
+         * the compiled schema lets through, in coercion order. */
+        if (t == NULL)
+            t = (json_t *)mizan_schema_property_types(c->params, c->param_names[i]);
         bool ok = json_is_string(t) && param_type_allowed(json_string_value(t));
         if (json_is_array(t) && json_array_size(t) > 0) {
             ok = true;
@@ -357,6 +415,15 @@ static int finish_context(mizan_registry_t *reg, mizan_context_t *c, mizan_err_t
         for (size_t j = 0; j < i; j++)
             if (c->fns[j] == c->fns[i])
                 return mizan_err_set(err, "context \"%s\" lists function \"%s\" twice", c->name, c->fn_names[i]);
+        const char *why = "";
+        mizan_scope_t need = scope_needed(c->fns[i], &why);
+        if (scope_rank(c->scope) < scope_rank(need))
+            return mizan_err_set(err,
+                                 "context \"%s\" is %s-scoped but its function \"%s\" %s: one caller's bundle "
+                                 "would be served to callers who could not compute it; set the context's scope to "
+                                 "%s",
+                                 c->name, scope_name(c->scope), c->fn_names[i], why,
+                                 need == MIZAN_SCOPE_USER ? "\"user\"" : "\"perms\" or \"user\"");
     }
     return 0;
 }
@@ -388,6 +455,46 @@ int mizan_registry_finish(mizan_registry_t *reg, mizan_err_t *err)
     json_decref(doc);
     if (reg->schema_json == NULL)
         return mizan_err_set(err, "out of memory");
+    return 0;
+}
+
+bool mizan_function_acquire(const mizan_function_t *fn)
+{
+    if (fn->max_concurrency <= 0 || fn->running == NULL)
+        return true;
+    if (atomic_fetch_add_explicit(fn->running, 1, memory_order_relaxed) < fn->max_concurrency)
+        return true;
+    atomic_fetch_sub_explicit(fn->running, 1, memory_order_relaxed);
+    return false;
+}
+
+void mizan_function_release(const mizan_function_t *fn)
+{
+    if (fn->max_concurrency > 0 && fn->running != NULL)
+        atomic_fetch_sub_explicit(fn->running, 1, memory_order_relaxed);
+}
+
+int mizan_registry_limits(mizan_registry_t *reg, const json_t *limits, const char *file, mizan_err_t *err)
+{
+    if (limits == NULL)
+        return 0;
+    if (!json_is_object(limits))
+        return mizan_err_set(err, "%s: field \"max_concurrency\" must be an object {\"function name\": runs at once}",
+                             file);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)limits, key, v)
+    {
+        mizan_function_t *f = (mizan_function_t *)mizan_registry_function(reg, key);
+        if (f == NULL)
+            return mizan_err_set(err, "%s: field \"max_concurrency.%s\": no function \"%s\" is registered", file,
+                                 key, key);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000)
+            return mizan_err_set(err,
+                                 "%s: field \"max_concurrency.%s\" must be an integer from 0 (unlimited) to 1000000",
+                                 file, key);
+        f->max_concurrency = (int)json_integer_value(v);
+    }
     return 0;
 }
 
@@ -447,6 +554,8 @@ json_t *mizan_registry_to_json(const mizan_registry_t *reg)
         json_decref(inv);
         if (o != NULL && f->description != NULL)
             json_object_set_new(o, "description", json_string(f->description));
+        if (o != NULL)
+            json_object_set(o, "output_schema", f->output_src != NULL ? f->output_src : json_null());
         json_object_set_new(fns, f->name, o);
     }
     for (size_t i = 0; i < reg->nctxs; i++) {
@@ -460,5 +569,6 @@ json_t *mizan_registry_to_json(const mizan_registry_t *reg)
             json_object_set_new(o, "description", json_string(c->description));
         json_object_set_new(ctxs, c->name, o);
     }
-    return json_pack("{s:i, s:o, s:o}", "protocol", 1, "functions", fns, "contexts", ctxs);
+    return json_pack("{s:i, s:i, s:o, s:o}", "version", MIZAN_SCHEMA_DOC_VERSION, "protocol", 1, "functions", fns,
+                     "contexts", ctxs);
 }

@@ -9,6 +9,7 @@
 #ifndef MIZAN_REGISTRY_H
 #define MIZAN_REGISTRY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,6 +34,7 @@ typedef struct mizan_modinst {
     void *data;                 /**< mizan_module_set_data() */
     void (*free_fn)(void *);    /**< releases data at shutdown */
     char error[512];            /**< mizan_module_fail() message */
+    int abi;                    /**< ABI version the module was built for (0: the gateway's own) */
     struct mizan_registry *reg; /**< where definitions go */
 } mizan_modinst_t;
 
@@ -42,6 +44,9 @@ typedef struct mizan_function {
     mizan_kind_t kind;
     json_t *schema_src;           /**< input schema as declared */
     mizan_schema_t *schema;       /**< compiled */
+    json_t *output_src;           /**< output schema as declared, or NULL */
+    mizan_schema_t *output;       /**< compiled output schema, or NULL */
+    bool check_output;            /**< validate results against output (validate_output) */
     char **arg_names;             /**< declared properties, for context args */
     size_t nargs;
     bool open_args;               /**< schema allows additional properties */
@@ -55,6 +60,10 @@ typedef struct mizan_function {
     mizan_modinst_t *module;
     struct mizan_fn_metrics *metrics; /**< counters (metrics.c), mutable atomics */
     struct mizan_upstream_fn *upstream; /**< set for a function served by an HTTP upstream (upstream.c) */
+    int max_concurrency;          /**< runs at once per instance; 0: unlimited */
+    atomic_int *running;          /**< runs in flight now (mutable, shared by every loop) */
+    bool forwards_identity;       /**< sends the caller's identity on (an upstream's identity headers or
+                                       token): its answer may differ per caller (set by upstream.c) */
 } mizan_function_t;
 
 /** A registered context. */
@@ -83,7 +92,11 @@ typedef struct mizan_registry {
     int default_timeout_ms;
     json_t *pending_errors;   /**< registration errors reported at finish */
     char *schema_json;        /**< the schema endpoint's body, built once */
+    bool validate_output;     /**< check results against declared output schemas */
 } mizan_registry_t;
+
+/** Version of the shape of the schema document (docs/schema-document.md). */
+#define MIZAN_SCHEMA_DOC_VERSION 1
 
 void mizan_registry_init(mizan_registry_t *reg, int default_timeout_ms);
 void mizan_registry_deinit(mizan_registry_t *reg);
@@ -94,7 +107,10 @@ int mizan_registry_finish(mizan_registry_t *reg, mizan_err_t *err);
 const mizan_function_t *mizan_registry_function(const mizan_registry_t *reg, const char *name);
 const mizan_context_t *mizan_registry_context(const mizan_registry_t *reg, const char *name);
 
-/** The registry as JSON for the schema endpoint and --check-config (new reference). */
+/**
+ * The registry as JSON for the schema endpoint, --check-config and code
+ * generation (new reference): the document of docs/schema-document.md.
+ */
 json_t *mizan_registry_to_json(const mizan_registry_t *reg);
 
 /** True when name matches [A-Za-z_][A-Za-z0-9_.]*. */
@@ -107,6 +123,23 @@ bool mizan_registry_valid_name(const char *name);
 struct mizan_config;
 int mizan_modules_load(mizan_registry_t *reg, const struct mizan_config *cfg, mizan_modinst_t **mods,
                        size_t *nmods, mizan_err_t *err);
+
+/**
+ * Takes one run slot of fn (limit: fn->max_concurrency). Returns true when
+ * the run may start (release it with mizan_function_release() once it
+ * ended), false when fn is at its limit. Any thread; lock-free.
+ */
+bool mizan_function_acquire(const mizan_function_t *fn);
+
+/** Gives back a slot taken by mizan_function_acquire(). Any thread. */
+void mizan_function_release(const mizan_function_t *fn);
+
+/**
+ * Applies the config's "max_concurrency" overrides ({"function": n}, n >= 0,
+ * borrowed; NULL: none) to the finished registry. -1 with err naming file
+ * and the field when a name is unknown or a value out of range.
+ */
+int mizan_registry_limits(mizan_registry_t *reg, const json_t *limits, const char *file, mizan_err_t *err);
 
 /** Runs each module's free_fn (after the workers stopped) and frees mods. */
 void mizan_modules_unload(mizan_modinst_t *mods, size_t nmods);

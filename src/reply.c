@@ -10,7 +10,9 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 
+#include "compress.h"
 #include "conn.h"
+#include "cors.h"
 #include "gateway.h"
 #include "log.h"
 
@@ -33,9 +35,9 @@ static const char *default_message(mizan_code_t code)
 
 static void on_flushed(struct evhttp_request *req, void *arg)
 {
-    (void)req;
     mizan_loop_t *loop = arg;
     atomic_fetch_sub(&loop->unsent, 1);
+    mizan_conns_reply_flushed(loop, req);
 }
 
 void mizan_reply_header(mizan_exchange_t *ex, const char *name, const char *value)
@@ -48,6 +50,7 @@ static const char *reason_phrase(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -69,15 +72,26 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
     if (req == NULL)
         return;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    if (evhttp_find_header(h, "Content-Type") == NULL)
+    if (evhttp_find_header(h, "Content-Type") == NULL && status != 204)
         evhttp_add_header(h, "Content-Type", "application/json");
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Request-Id", ex->rid);
+    mizan_cors_headers(&ex->loop->gw->cfg.cors, req);
     if (atomic_load(&ex->loop->gw->draining))
         evhttp_add_header(h, "Connection", "close");
     struct evbuffer *buf = evbuffer_new();
-    if (buf != NULL && len > 0)
+    const mizan_config_t *cfg = &ex->loop->gw->cfg;
+    /* A HEAD answer carries no body (evhttp would send it after the head). */
+    bool head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+    if (buf != NULL && len > 0 && !head &&
+        !mizan_compress_body(req, cfg->compress_min_bytes, cfg->compress_level, body, len, buf))
         evbuffer_add(buf, body, len);
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
+        /* evhttp frames no body for CONNECT (a tunnel's): frame the answer here. */
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", buf != NULL ? evbuffer_get_length(buf) : 0);
+        evhttp_add_header(h, "Content-Length", n);
+    }
     mizan_conns_reply_sending(ex->loop, req);
     if (evhttp_request_get_connection(req) != NULL) {
         atomic_fetch_add(&ex->loop->unsent, 1);
@@ -103,6 +117,16 @@ void mizan_reply_json(mizan_exchange_t *ex, json_t *body)
     free(text);
 }
 
+char *mizan_reply_render_error(mizan_code_t code, const char *message, json_t *details)
+{
+    json_t *env = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", mizan_code_name(code), "message",
+                            message != NULL ? message : default_message(code), "details",
+                            details != NULL ? details : json_null());
+    char *text = env != NULL ? json_dumps(env, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(env);
+    return text;
+}
+
 void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *message, json_t *details)
 {
     if (code == MIZAN_OK)
@@ -123,11 +147,7 @@ void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *mess
             json_object_set(details, "invalidate", inv);
         json_decref(inv);
     }
-    json_t *env = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", mizan_code_name(code), "message",
-                            message != NULL ? message : default_message(code), "details",
-                            details != NULL ? details : json_null());
-    char *text = env != NULL ? json_dumps(env, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(env);
+    char *text = mizan_reply_render_error(code, message, details);
     static const char fallback[] =
         "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"internal error\",\"details\":null}}";
     if (text == NULL) {

@@ -56,6 +56,19 @@ json_t *mizan_request_parse_json(const char *buf, size_t len, int max_depth, miz
     return v;
 }
 
+bool mizan_request_name_valid(const char *s, size_t len)
+{
+    if (s == NULL || len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+        if (!alpha && (i == 0 || !((c >= '0' && c <= '9') || c == '.')))
+            return false;
+    }
+    return true;
+}
+
 int mizan_request_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')

@@ -6,6 +6,7 @@
 #ifndef MIZAN_REQUEST_H
 #define MIZAN_REQUEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -27,6 +28,12 @@ json_t *mizan_request_parse_json(const char *buf, size_t len, int max_depth, miz
  * query may be NULL or empty (an empty object).
  */
 json_t *mizan_request_parse_query(const char *query, mizan_err_t *err);
+
+/**
+ * True when the len bytes at s are a function or context name of PROTOCOL.md
+ * section 4: [A-Za-z_][A-Za-z0-9_.]* (so an embedded NUL never matches).
+ */
+bool mizan_request_name_valid(const char *s, size_t len);
 
 /** The value of hex digit c (either case), or -1. */
 int mizan_request_hex_digit(int c);

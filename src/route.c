@@ -12,6 +12,7 @@
 
 #include "cache.h"
 #include "conn.h"
+#include "cors.h"
 #include "events.h"
 #include "gateway.h"
 #include "log.h"
@@ -26,11 +27,18 @@ static void normalise(const char *path, char *out, size_t len)
         out[n - 1] = '\0';
 }
 
-/* 405 with the Allow header, unless method is allowed. */
+/* 405 with the Allow header, unless method is allowed; OPTIONS is the CORS preflight. */
 static bool method_ok(mizan_exchange_t *ex, enum evhttp_cmd_type allowed, const char *allow)
 {
     if (evhttp_request_get_command(ex->req) == allowed)
         return true;
+    if (evhttp_request_get_command(ex->req) == EVHTTP_REQ_OPTIONS) {
+        if (mizan_cors_preflight(&ex->loop->gw->cfg.cors, ex->req, allow) == 0)
+            mizan_reply_text(ex, 204, "", 0);
+        else
+            mizan_reply_error(ex, MIZAN_FORBIDDEN, "cross-origin requests from this origin are not allowed", NULL);
+        return false;
+    }
     mizan_reply_header(ex, "Allow", allow);
     mizan_reply_error(ex, MIZAN_METHOD_NOT_ALLOWED, NULL, NULL);
     return false;
@@ -120,6 +128,9 @@ void mizan_route_request(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     char path[1024];
     const char *raw = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    /* evhttp parses a CONNECT target as an authority: route its text as a path. */
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT)
+        raw = evhttp_request_get_uri(req);
     if (raw == NULL || strlen(raw) >= sizeof(path)) {
         mizan_reply_error(ex, MIZAN_NOT_FOUND, "no such route", NULL);
         return;

@@ -242,6 +242,9 @@ static int check_header(const mizan_token_keys_t *keys, const json_t *header,
     } else {
         if (!json_is_string(kid))
             return mizan_err_set(err, "token is malformed: header kid must be a string");
+        /* An empty kid would otherwise match a key configured without one. */
+        if (json_string_length(kid) == 0)
+            return mizan_err_set(err, "token is malformed: header kid must not be empty");
         *key = find_key(keys, json_string_value(kid), json_string_length(kid));
         if (*key == NULL)
             return mizan_err_set(err, "token key id is unknown");
@@ -279,6 +282,23 @@ static int opt_boolean(const json_t *payload, const char *name, bool *value, miz
 }
 
 /*
+ * True when the JSON string v (borrowed) is non-empty and holds no control
+ * character (U+0000..U+001F, U+007F): such a string cannot be confused with
+ * another once joined, logged or used in a key.
+ */
+static bool clean_string(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/*
  * Checks the claims of the payload (borrowed) at now and copies them into
  * out (zeroed on entry; on failure the caller deinits it). 0 or -1 with err.
  */
@@ -292,9 +312,10 @@ static int read_claims(const mizan_token_keys_t *keys, const json_t *payload, lo
         return mizan_err_set(err, "token is malformed: claim sub must be a string");
     if (json_string_length(sub) == 0)
         return mizan_err_set(err, "token has no subject");
-    /* jansson refuses \u0000 by default; a NUL would let "a\0b" pass as "a". */
-    if (strlen(json_string_value(sub)) != json_string_length(sub))
-        return mizan_err_set(err, "token is malformed: claim sub contains a NUL character");
+    /* A NUL would let "a\0b" pass as "a"; CR, LF and the other controls could
+     * forge log lines or join two values into one. */
+    if (!clean_string(sub))
+        return mizan_err_set(err, "token is malformed: claim sub contains a control character");
 
     const json_t *exp = json_object_get(payload, "exp");
     if (exp == NULL)
@@ -321,9 +342,9 @@ static int read_claims(const mizan_token_keys_t *keys, const json_t *payload, lo
             if (!json_is_string(p))
                 return mizan_err_set(err,
                                      "token is malformed: claim perms must be an array of strings");
-            if (strlen(json_string_value(p)) != json_string_length(p))
-                return mizan_err_set(err,
-                                     "token is malformed: claim perms contains a NUL character");
+            if (!clean_string(p))
+                return mizan_err_set(err, "token is malformed: claim perms holds an empty string or a "
+                                          "control character");
         }
     }
 
@@ -469,6 +490,17 @@ void mizan_token_claims_identity(const mizan_token_claims_t *c, mizan_identity_t
  * minting
  * ------------------------------------------------------------------------ */
 
+/* True when s is non-empty and holds no control character (see clean_string). */
+static bool clean_cstring(const char *s)
+{
+    if (s[0] == '\0')
+        return false;
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
 /* Sets obj[name] to a new string; -1 on invalid UTF-8 or no memory. */
 static int set_string(json_t *obj, const char *name, const char *value)
 {
@@ -496,8 +528,12 @@ char *mizan_token_mint(const mizan_token_keys_t *keys, const char *kid, const ch
         mizan_err_set(err, kid ? "token key id is unknown" : "token keys are not configured");
         goto done;
     }
-    if (sub == NULL || sub[0] == '\0') {
-        mizan_err_set(err, "token subject must be a non-empty string");
+    if (sub == NULL || !clean_cstring(sub)) {
+        mizan_err_set(err, "token subject must be a non-empty string without control characters");
+        goto done;
+    }
+    if (kid != NULL && kid[0] == '\0') {
+        mizan_err_set(err, "token key id must not be empty");
         goto done;
     }
     if (ttl_s <= 0) {
@@ -538,8 +574,10 @@ char *mizan_token_mint(const mizan_token_keys_t *keys, const char *kid, const ch
             goto done;
         }
         for (size_t i = 0; i < nperms; i++) {
-            if (perms[i] == NULL || json_array_append_new(arr, json_string(perms[i])) != 0) {
-                mizan_err_set(err, "token perm %zu is missing or not valid UTF-8", i);
+            if (perms[i] == NULL || !clean_cstring(perms[i]) ||
+                json_array_append_new(arr, json_string(perms[i])) != 0) {
+                mizan_err_set(err, "token perm %zu is missing, empty, not valid UTF-8 or holds a control character",
+                              i);
                 goto done;
             }
         }

@@ -55,7 +55,7 @@ typedef struct mizan_token_keys {
  * release with mizan_token_claims_deinit().
  */
 typedef struct mizan_token_claims {
-    char *sub;          /**< `sub` claim: non-empty, no NUL bytes */
+    char *sub;          /**< `sub` claim: non-empty, no control characters */
     bool staff;         /**< `staff` claim (false when absent) */
     bool superuser;     /**< `superuser` claim (false when absent) */
     char **perms;       /**< `perms` claim, nperms strings (NULL when none) */
@@ -73,12 +73,12 @@ typedef struct mizan_token_claims {
  * Checks, in order: size (at most MIZAN_TOKEN_MAX_LEN bytes) and shape
  * (exactly three strict base64url parts, no padding); the header (a JSON
  * object; `alg` exactly "HS256"; `typ`, when present, "MWT" or "JWT"; no
- * `crit`; `kid`, when present, a configured key id, otherwise the primary
- * key); the signature (32 bytes, HMAC-SHA256 over the ASCII bytes
+ * `crit`; `kid`, when present, a non-empty configured key id, otherwise
+ * the primary key); the signature (32 bytes, HMAC-SHA256 over the ASCII bytes
  * `header_b64 "." payload_b64`, compared in constant time); then the
- * payload (a JSON object: `sub` non-empty string, `exp` integer, optional
- * integer `nbf`/`iat`, boolean `staff`/`superuser`, array of strings
- * `perms`; other claims ignored) and the time window:
+ * payload (a JSON object: `sub` non-empty string without control
+ * characters U+0000..U+001F or U+007F, `exp` integer, optional integer
+ * `nbf`/`iat`, boolean `staff`/`superuser`, array of such strings `perms`; other claims ignored) and the time window:
  *
  *   expired       when now >= exp + leeway
  *   not yet valid when now + leeway < nbf
@@ -125,7 +125,8 @@ char *mizan_token_sign(const mizan_token_key_t *key, const char *header, size_t 
  * {"alg":"HS256","typ":"MWT"} plus "kid" when kid != NULL; payload with
  * sub, exp = now + ttl_s, iat = now, "staff": true / "superuser": true only
  * when set, and perms only when nperms > 0. Uses the key named kid, or the
- * primary key when kid is NULL. sub must be non-empty UTF-8, ttl_s > 0,
+ * primary key when kid is NULL (kid "" is refused). sub and every perm
+ * must be non-empty UTF-8 without control characters, ttl_s > 0,
  * nperms <= MIZAN_TOKEN_MAX_PERMS, and the token must fit in
  * MIZAN_TOKEN_MAX_LEN. Returns a new malloc'd string (caller frees) or
  * NULL with err. Thread-safe.

@@ -703,7 +703,8 @@ static const struct {
 static int read_fn_upstream(const mizan_config_t *cfg, const mizan_upstreams_t *ups, const char *where,
                             const json_t *obj, const json_t *schema, mizan_upstream_fn_t *s, mizan_err_t *err)
 {
-    static const char *const allowed[] = {"service", "method", "path", "query", "body", "headers", "result", NULL};
+    static const char *const allowed[] = {"service", "method", "path",   "query",    "body",
+                                          "headers", "result", "identity", NULL};
     const char *file = cfg->file;
     if (!json_is_object(obj))
         return mizan_err_set(err,
@@ -761,6 +762,13 @@ static int read_fn_upstream(const mizan_config_t *cfg, const mizan_upstreams_t *
     snprintf(hw, sizeof(hw), "%sheaders", w);
     if (read_headers(file, hw, json_object_get(obj, "headers"), s->up, &s->headers, &s->nheaders, err) < 0)
         return -1;
+    json_t *ident = json_object_get(obj, "identity");
+    if (ident != NULL && !json_is_false(ident))
+        return mizan_err_set(err,
+                             "%s: field \"%sidentity\" can only be false (this function sends no identity headers "
+                             "nor token; leave it out to send what the service's \"identity\" says)",
+                             file, w);
+    s->no_identity = ident != NULL;
     json_t *r = json_object_get(obj, "result");
     if (r != NULL && !json_is_string(r))
         return mizan_err_set(err, "%s: field \"%sresult\" must be a JSON Pointer string (\"\" for the whole body)",
@@ -810,8 +818,9 @@ static const char **string_list(const json_t *arr)
 static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, mizan_registry_t *reg, size_t i,
                          const json_t *obj, mizan_err_t *err)
 {
-    static const char *const allowed[] = {"name",       "kind",        "input_schema", "auth", "invalidates",
-                                          "timeout_ms", "description", "upstream",     NULL};
+    static const char *const allowed[] = {"name",        "kind",        "input_schema", "auth",
+                                          "invalidates", "timeout_ms",  "description",  "upstream",
+                                          "max_concurrency", "output_schema", NULL};
     const char *file = cfg->file;
     char where[64];
     snprintf(where, sizeof(where), "functions[%zu].", i);
@@ -830,6 +839,10 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
     json_t *schema = json_object_get(obj, "input_schema");
     if (schema != NULL && !json_is_object(schema) && !json_is_boolean(schema))
         return mizan_err_set(err, "%s: field \"%sinput_schema\" must be a JSON Schema object", file, where);
+    json_t *output = json_object_get(obj, "output_schema");
+    if (output != NULL && !json_is_object(output) && !json_is_boolean(output))
+        return mizan_err_set(err, "%s: field \"%soutput_schema\" must be a JSON Schema (an object or a boolean)", file,
+                             where);
     json_t *auth = json_object_get(obj, "auth");
     mizan_auth_t a;
     mizan_err_t aerr = {{0}};
@@ -861,12 +874,16 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
     long long timeout = 0;
     if (read_int(file, where, obj, "timeout_ms", 1, 3600000, s->up->timeout_ms, &timeout, err) < 0)
         return -1;
+    long long maxc = 0;
+    if (read_int(file, where, obj, "max_concurrency", 0, 1000000, 0, &maxc, err) < 0)
+        return -1;
 
     char *schema_text = schema != NULL ? dump(schema) : NULL;
+    char *output_text = output != NULL ? dump(output) : NULL;
     char *auth_text = auth != NULL ? dump(auth) : NULL;
     const char **invalidates = string_list(inv);
     int rc = -1;
-    if ((schema != NULL && schema_text == NULL) || (auth != NULL && auth_text == NULL) || invalidates == NULL) {
+    if ((schema != NULL && schema_text == NULL) || (output != NULL && output_text == NULL) || (auth != NULL && auth_text == NULL) || invalidates == NULL) {
         mizan_err_set(err, "out of memory");
         goto done;
     }
@@ -879,6 +896,8 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
         .handler = served_by_upstream,
         .timeout_ms = (int)timeout,
         .description = json_string_value(desc),
+        .max_concurrency = (int)maxc,
+        .output_schema = output_text,
     };
     size_t before = reg->nfns;
     if (mizan_module_add_function((mizan_module_t *)&ups->mod, &def) < 0 || reg->nfns != before + 1) {
@@ -888,9 +907,14 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
         goto done;
     }
     reg->fns[before]->upstream = s;
+    const mizan_upstream_t *up = s->up;
+    reg->fns[before]->forwards_identity =
+        !s->no_identity && (up->sub_header != NULL || up->staff_header != NULL || up->superuser_header != NULL ||
+                            up->perms_header != NULL || up->forward_token);
     rc = 0;
 done:
     free(schema_text);
+    free(output_text);
     free(auth_text);
     free(invalidates);
     return rc;

@@ -99,6 +99,7 @@ typedef struct mizan_upstream {
     atomic_llong n_retries;   /**< retries made */
     atomic_llong n_opened;    /**< times the breaker opened */
     atomic_llong n_connections; /**< TCP connections opened */
+    atomic_llong n_dropped;   /**< pooled connections closed because an answer's framing was in doubt */
 } mizan_upstream_t;
 
 /** A piece of a path template: literal text or an argument's value. */
@@ -136,6 +137,7 @@ typedef struct mizan_upstream_fn {
     bool has_body;               /**< the request carries a JSON body (possibly {}) */
     mizan_upstream_header_t *headers; /**< extra headers of this function */
     size_t nheaders;
+    bool no_identity;            /**< "identity": false: this function sends no identity headers nor token */
     mizan_json_pointer_t result; /**< what part of the answer becomes the result */
     char *result_text;           /**< the pointer as written, for logs */
 } mizan_upstream_fn_t;

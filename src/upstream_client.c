@@ -44,6 +44,8 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
+#include <event2/keyvalq_struct.h>
 
 #include "gateway.h"
 #include "log.h"
@@ -113,6 +115,8 @@ struct call {
     bool connect_check;              /**< the timer also checks that the connection got established */
     bool probe;                      /**< the breaker's half-open probe */
     bool judged;                     /**< the breaker has been told how this call went */
+    const char *doubt;               /**< why the answer's connection must not be reused (static), or NULL */
+    bool violation;                  /**< doubt is a framing violation (logged, counted), not a plain close */
     long long t0, deadline;          /**< CLOCK_MONOTONIC ms */
     char *uri;                       /**< request target */
     char *payload;                   /**< JSON body or NULL */
@@ -229,6 +233,7 @@ static void finish(call_t *c)
     job->run_us = (long)((now_ms() - c->t0) * 1000);
     if (job->code == MIZAN_OK && job->result == NULL)
         job->result = json_null();
+    mizan_job_check_output(job);
     mizan_metrics_function(job->fn, job->run_us, job->code != MIZAN_OK);
     upstream_loop_t *ul = c->ul;
     if (c->prev != NULL)
@@ -305,6 +310,32 @@ static void abort_attempt(call_t *c)
 
 static void dispatch(call_t *c, conn_t *cn);
 
+/* Bytes waiting on a pooled connection that no request asked for. */
+static bool stray_bytes(const conn_t *cn)
+{
+    struct bufferevent *bev = cn->evcon != NULL ? evhttp_connection_get_bufferevent(cn->evcon) : NULL;
+    return bev != NULL && evbuffer_get_length(bufferevent_get_input(bev)) > 0;
+}
+
+/*
+ * Closes a connection for good (its evcon is freed, the slot opens a fresh
+ * one next time). A violation of the framing is logged and counted; a
+ * plain close the service asked for is not. Never called from inside an
+ * evhttp callback: evhttp may still use the connection there.
+ */
+static void drop_conn(conn_t *cn, const char *why, bool violation)
+{
+    if (cn == NULL || cn->evcon == NULL)
+        return;
+    mizan_upstream_t *up = cn->pool->up;
+    evhttp_connection_free(cn->evcon);
+    cn->evcon = NULL;
+    if (!violation)
+        return;
+    atomic_fetch_add_explicit(&up->n_dropped, 1, memory_order_relaxed);
+    mizan_log(MIZAN_LOG_WARN, "upstream %s: connection closed, not reused: %s", up->name, why);
+}
+
 /* Gives freed connections to waiting calls. */
 static void pool_kick(pool_t *p, upstream_loop_t *ul)
 {
@@ -362,6 +393,69 @@ static void on_error(enum evhttp_request_error e, void *arg)
     kick(c);
 }
 
+/* How many times the header list holds name (case-insensitively). */
+static int header_count(const struct evkeyvalq *h, const char *name)
+{
+    int n = 0;
+    for (const struct evkeyval *kv = h != NULL ? h->tqh_first : NULL; kv != NULL; kv = kv->next.tqe_next)
+        if (strcasecmp(kv->key, name) == 0)
+            n++;
+    return n;
+}
+
+/* True when the comma-separated header value v lists token t (case-insensitively). */
+static bool lists_token(const char *v, const char *t)
+{
+    size_t n = strlen(t);
+    while (v != NULL && *v != '\0') {
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        size_t k = strcspn(v, ",");
+        size_t e = k;
+        while (e > 0 && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e == n && strncasecmp(v, t, n) == 0)
+            return true;
+        v += k;
+    }
+    return false;
+}
+
+/*
+ * Why the connection of the answer just read (req, status code) must not be
+ * reused, or NULL when it may be. A violation (*violation set) leaves the
+ * framing in doubt, so that whatever comes next on the connection could be
+ * taken for the next caller's answer: bytes already received past the
+ * answer's end (past Content-Length, after a chunked body's last chunk, a
+ * body on a 1xx/204/304), a body announced where none may be, duplicate or
+ * conflicting framing headers. Connection: close and answers other than
+ * HTTP/1.1 just end the connection. Called inside evhttp's completion
+ * callback, where the connection (evcon: evhttp has already detached it
+ * from req) is idle and its input buffer holds exactly the unread bytes.
+ */
+static const char *reuse_refused(struct evhttp_connection *evcon, struct evhttp_request *req, int code,
+                                 bool *violation)
+{
+    *violation = true;
+    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    if (bev == NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        return "bytes arrived past the end of an answer";
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    int ncl = header_count(h, "Content-Length"), nte = header_count(h, "Transfer-Encoding");
+    if (ncl > 1 || nte > 1 || (ncl > 0 && nte > 0))
+        return "an answer with duplicate or conflicting Content-Length/Transfer-Encoding";
+    bool no_body = (code >= 100 && code < 200) || code == 204 || code == 304;
+    const char *cl = evhttp_find_header(h, "Content-Length");
+    if (no_body && (nte > 0 || (cl != NULL && strcmp(cl, "0") != 0)))
+        return "a body announced on a 1xx, 204 or 304 answer";
+    *violation = false;
+    if (lists_token(evhttp_find_header(h, "Connection"), "close"))
+        return "the service asked to close it";
+    if (req->major != 1 || req->minor != 1)
+        return "an answer other than HTTP/1.1";
+    return NULL;
+}
+
 static void on_done(struct evhttp_request *req, void *arg)
 {
     call_t *c = arg;
@@ -391,6 +485,7 @@ static void on_done(struct evhttp_request *req, void *arg)
     c->resp[len] = '\0';
     c->resp_len = len;
     c->status = code;
+    c->doubt = reuse_refused(c->conn != NULL ? c->conn->evcon : NULL, req, code, &c->violation);
     c->outcome = OUT_RESPONSE;
     kick(c);
 }
@@ -413,6 +508,8 @@ static void dispatch(call_t *c, conn_t *cn)
     c->conn = cn;
     cn->call = c;
     c->attempts++;
+    if (cn->evcon != NULL && stray_bytes(cn))
+        drop_conn(cn, "bytes arrived on it while it was idle", true);
     if (cn->evcon == NULL) {
         cn->evcon = evhttp_connection_base_new(loop->base, NULL, up->address, (unsigned short)up->port);
         if (cn->evcon == NULL) {
@@ -661,6 +758,11 @@ static void settle(call_t *c)
     mizan_upstream_t *up = c->pool->up;
     c->outcome = OUT_NONE;
     c->req = NULL;
+    if (c->doubt != NULL)
+        drop_conn(c->conn, c->doubt, c->violation);
+    else if (o == OUT_RESPONSE && c->conn != NULL && stray_bytes(c->conn))
+        drop_conn(c->conn, "bytes arrived past the end of an answer", true);
+    c->doubt = NULL;
     release_conn(c);
     long long now = now_ms();
     switch (o) {
@@ -951,7 +1053,7 @@ static int build(call_t *c, const mizan_exchange_t *ex)
         c->payload_len = strlen(c->payload);
     }
     const mizan_identity_t *id = &c->job->caller->id;
-    if (id->sub != NULL) {
+    if (id->sub != NULL && !s->no_identity) {
         struct evbuffer *p = evbuffer_new();
         bool safe = p != NULL;
         for (const unsigned char *q = (const unsigned char *)id->sub; safe && *q; q++)
@@ -1130,6 +1232,12 @@ char *mizan_upstream_metrics(const mizan_gateway_t *gw)
         for (size_t i = 0; i < ups->nups; i++)
             fprintf(f, "mizan_upstream_connections_opened_total{upstream=\"%s\"} %lld\n", ups->ups[i]->name,
                     atomic_load_explicit(&ups->ups[i]->n_connections, memory_order_relaxed));
+        fprintf(f, "# HELP mizan_upstream_connections_dropped_total Pooled connections closed because an answer "
+                   "broke its framing (bytes past its end, conflicting framing headers).\n"
+                   "# TYPE mizan_upstream_connections_dropped_total counter\n");
+        for (size_t i = 0; i < ups->nups; i++)
+            fprintf(f, "mizan_upstream_connections_dropped_total{upstream=\"%s\"} %lld\n", ups->ups[i]->name,
+                    atomic_load_explicit(&ups->ups[i]->n_dropped, memory_order_relaxed));
         fprintf(f, "# HELP mizan_upstream_breaker_state Circuit breaker: 0 closed, 1 open, 2 half-open.\n"
                    "# TYPE mizan_upstream_breaker_state gauge\n");
         long long now = now_ms();

@@ -57,6 +57,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 
 import report
 
@@ -71,11 +72,18 @@ UPSTREAM_PATHS = ["/a", "/b", "/c", "/d"]  # one upstream function per path, all
 UPSTREAM_POOL = 64       # upstream connections per I/O thread: as many as wrk's, so the pool is not the limit
 UPSTREAM_QUEUE = 1024    # calls that may wait for a pooled connection (64 connections x 4 calls fit)
 UPSTREAM_CACHED_TTL = 300  # the cached variant's TTL: longer than the scenario, so it never expires mid-run
+GZIP_POSTS = 100         # posts in the gzip_bundle scenario's bundle (list_posts' maximum limit)
+# The gzip_bundle scenario's context, declared in the "gzip" gateway's config: list_posts with its limit as a
+# param, so one cached bundle holds GZIP_POSTS posts.
+GZIP_CONTEXT = {"name": "bench_big", "ttl": 3600, "functions": ["list_posts"],
+                "params_schema": {"type": "object", "properties": {"limit": {"type": "integer", "minimum": 1,
+                                                                             "maximum": 100}},
+                                  "required": ["limit"], "additionalProperties": False}}
 
 SCENARIOS = [
     "call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster",
     "ctx_post_miss", "ctx_fanout", "mixed", "mixed_redis_cluster", "sse_fanout", "connections", "upstream_bundle",
-    "upstream_bundle_cached",
+    "upstream_bundle_cached", "gzip_bundle",
 ]
 CLUSTER_NODES = 6         # the Redis Cluster of the *_redis_cluster scenarios: 3 masters, 3 replicas
 
@@ -565,7 +573,9 @@ class Harness:
         """The upstreams/functions/contexts sections of the 'upstream' gateway."""
         fns = [{"name": f"up_{p.strip('/')}", "kind": "query",
                 "description": f"GET {p} on the bench's upstream service (its whole answer is the result)",
-                "upstream": {"service": "svc", "method": "GET", "path": p}} for p in UPSTREAM_PATHS]
+                # No identity headers: the answers are the same for every caller, as public contexts need.
+                "upstream": {"service": "svc", "method": "GET", "path": p, "identity": False}}
+               for p in UPSTREAM_PATHS]
         names = [f["name"] for f in fns]
         return {
             "upstreams": {"svc": {"url": f"http://{service.addr}", "timeout_ms": 10000, "pool_size": UPSTREAM_POOL,
@@ -845,6 +855,12 @@ class Harness:
         after = scrape(gw.addr)
         runs = {f: metric_delta(before, after, "mizan_function_runs_total", function=f)
                 for f in ("slow_a", "slow_b", "slow_c", "slow_d")}
+        # The blog runs each slow_* at most 4 at a time; at this rate about rate x 20 ms = 2 fetches are in
+        # flight, so none should be refused. A refused run would leave an UNAVAILABLE slot in a 200 bundle
+        # (invisible to the client's status counts): count them from the gateway's metrics.
+        limited = {f: metric_delta(before, after, "mizan_function_limited_total", function=f)
+                   for f in ("slow_a", "slow_b", "slow_c", "slow_d")}
+        refused = sum(int(v) for v in limited.values() if v is not None)
         p50 = g["latency_ms"]["p50"]
         gm = open_loop_measurement(g, probe)
         return {
@@ -856,8 +872,12 @@ class Harness:
             "sequential_ms": 80,
             "p50_vs_ideal": round(p50 / 20.0, 3) if p50 else None,
             "function_runs": {k: (int(v) if v is not None else None) for k, v in runs.items()},
+            "function_limited": {k: (int(v) if v is not None else None) for k, v in limited.items()},
             "checks": [{"name": "fanout_concurrent", "passed": bool(p50 and p50 < 40.0),
-                        "detail": f"p50 {p50} ms against 20 ms ideal, 80 ms sequential (pass: under 40 ms)"}],
+                        "detail": f"p50 {p50} ms against 20 ms ideal, 80 ms sequential (pass: under 40 ms)"},
+                       {"name": "fanout_within_limit", "passed": refused == 0,
+                        "detail": f"{refused} slow_* runs refused at the blog's limit of 4 concurrent runs "
+                                  "(pass: none, so every fetch measured ran all four functions)"}],
         }
 
     def sc_mixed(self, which="redis"):
@@ -1141,6 +1161,65 @@ class Harness:
         ]
         return body
 
+    def sc_gzip(self):
+        """
+        One large cached bundle fetched without and with Accept-Encoding:
+        gzip: the gateway's CPU per answer and the bytes on the wire (wrk's
+        byte count: headers and body) of each, and the gzip ratio of the
+        body. The compressed answer is checked once to inflate to the plain
+        one.
+        """
+        gw = self.gateways["gzip"]
+        conns = self.s["connections"]
+        path = f"/api/mizan/ctx/{GZIP_CONTEXT['name']}/?limit={GZIP_POSTS}"
+        st_p, h_p, plain = http_request(gw.addr, "GET", path)
+        st_z, h_z, packed = http_request(gw.addr, "GET", path, headers={"Accept-Encoding": "gzip"})
+        if st_p != 200 or st_z != 200:
+            raise BenchError(f"gzip_bundle: GET {path} answered {st_p} / {st_z}")
+        try:
+            inflated = zlib.decompress(packed, 16 + zlib.MAX_WBITS) if h_z.get("Content-Encoding") == "gzip" else None
+        except zlib.error:
+            inflated = None
+        with open(os.path.join(self.work, "gzip.json")) as f:
+            config = json.load(f)
+        level, threshold = config.get("compress_level", 1), config.get("compress_min_bytes", 1024)
+        m = {}
+        for mode in ("plain", "gzip"):
+            m[mode] = self.measure_wrk(f"gzip_bundle: {'Accept-Encoding: gzip' if mode == 'gzip' else 'no Accept-Encoding'}",
+                                       [(gw.url(path), "gzip.lua", [mode], conns, None)], [gw.proc])
+            m[mode]["wire_bytes_per_req"] = (round(m[mode]["bytes_read"] / m[mode]["requests"], 1)
+                                             if m[mode]["requests"] else None)
+        if not gw.proc.alive():
+            raise BenchError(f"gateway gzip died:\n{gw.proc.log_tail()}")
+        p, z = m["plain"], m["gzip"]
+        cpu_p, cpu_z = p.get("cpu_us_per_req"), z.get("cpu_us_per_req")
+        body = {
+            "what": (f"GET {path}: one cached bundle of {GZIP_POSTS} posts ({len(plain):,} bytes of JSON), on {conns} "
+                     f"keep-alive connections, first without Accept-Encoding, then with Accept-Encoding: gzip "
+                     f"(compress_level {level}, threshold {threshold} bytes); no ceiling side: both runs are the "
+                     "gateway, and the difference is the cost of compressing"),
+            "gateway": z, "plain": p,
+            "body_bytes": {"plain": len(plain), "gzip": len(packed)},
+            "gzip_ratio": round(len(plain) / len(packed), 2) if packed else None,
+            "wire_ratio": (round(p["wire_bytes_per_req"] / z["wire_bytes_per_req"], 2)
+                           if p.get("wire_bytes_per_req") and z.get("wire_bytes_per_req") else None),
+            "cpu_us_per_req": {"plain": cpu_p, "gzip": cpu_z,
+                               "gzip_extra": round(cpu_z - cpu_p, 2) if cpu_p is not None and cpu_z is not None
+                               else None},
+            "compress_level": level,
+        }
+        body["checks"] = [
+            {"name": "gzip_round_trip", "passed": inflated == plain and h_p.get("Content-Encoding") is None,
+             "detail": f"Content-Encoding {h_z.get('Content-Encoding')} with Accept-Encoding: gzip, "
+                       f"{h_p.get('Content-Encoding')} without; the {len(packed):,}-byte body "
+                       + ("inflates to exactly the plain one" if inflated == plain else "does NOT inflate to the plain one")},
+            {"name": "gzip_no_errors", "passed": p["errors"]["total"] == 0 and z["errors"]["total"] == 0
+             and p["requests"] > 0 and z["requests"] > 0,
+             "detail": f"{p['requests']:,} plain and {z['requests']:,} gzip answers; errors {p['errors']['total']} / "
+                       f"{z['errors']['total']}"},
+        ]
+        return body
+
     # -- the run ----------------------------------------------------------------
 
     def plan(self, selected):
@@ -1148,8 +1227,10 @@ class Harness:
         w = 2 * self.s["rounds"] * (d + 0.5)
         cost = {"call_ping": w, "call_add": w, "ctx_post_hit_embedded": w + 2,
                 "ctx_post_hit_redis": w + 2, "ctx_post_hit_redis_cluster": w + 2, "ctx_post_miss": w,
-                "ctx_fanout": 2 * self.long + 2, "mixed": 2 * self.long + 3, "mixed_redis_cluster": 2 * self.long + 3, "sse_fanout": self.long + 10, "connections": 10 + 8 * self.s["settle"],
-                "upstream_bundle": w + 2, "upstream_bundle_cached": w + 2}
+                "ctx_fanout": 2 * self.long + 2, "mixed": 2 * self.long + 3, "mixed_redis_cluster": 2 * self.long + 3,
+                "sse_fanout": self.long + 10, "connections": 10 + 8 * self.s["settle"],
+                "upstream_bundle": w + 2, "upstream_bundle_cached": w + 2,
+                "gzip_bundle": 2 * (d + 0.5) + 2}
         return 10 + sum(cost[s] for s in selected)
 
     def run(self):
@@ -1248,6 +1329,9 @@ class Harness:
                      f"({len(UPSTREAM_PATHS)} upstream functions)")
             self.upstream_svc = self.start_ceiling("ceiling-upstream")
             self.start_gateway("upstream", None, extra=self.upstream_config(self.upstream_svc))
+        if "gzip_bundle" in needs:
+            self.say(f"starting gateway 'gzip' (a context bundling {GZIP_POSTS} posts)")
+            self.start_gateway("gzip", local_db, extra={"contexts": [GZIP_CONTEXT]})
 
     def scenario(self, name):
         if name == "call_ping":
@@ -1276,6 +1360,8 @@ class Harness:
             return self.sc_upstream(cached=False)
         if name == "upstream_bundle_cached":
             return self.sc_upstream(cached=True)
+        if name == "gzip_bundle":
+            return self.sc_gzip()
         raise BenchError(f"unknown scenario {name}")
 
     def sanitizer_reports(self):
@@ -1317,6 +1403,7 @@ def combine_wrk(results, conns):
             counters[k] = counters.get(k, 0) + v
     m = {
         "requests": requests,
+        "bytes_read": sum(r.get("bytes", 0) for r in results),
         "duration_s": round(max(r["duration_us"] for r in results) / 1e6, 3),
         "rps": round(rps, 1),
         "latency_ms": merged,

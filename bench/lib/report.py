@@ -100,6 +100,14 @@ def summary_table(rep):
                 f"| {_f(lr.get('p50'), 2)} | {_f(lr.get('p90'), 2)} | {_f(lr.get('p99'), 2)} "
                 f"| {_f(lr.get('p99_9'), 2)} | – | {_f(g.get('events_missing'))} missing "
                 f"| {_mib(g.get('peak_rss_bytes'))} | – |")
+        elif name == "gzip_bundle":
+            lat, cpu = g["latency_ms"], s.get("cpu_us_per_req", {})
+            rows.append(
+                f"| {name} | {_f(g['rps'])} gzip, {_f(s['plain']['rps'])} plain | – "
+                f"| body {_ratio(s.get('gzip_ratio'))} smaller | {_f(cpu.get('gzip'))} gzip "
+                f"| {_f(cpu.get('plain'))} plain | +{_f(cpu.get('gzip_extra'))} µs | {_f(lat['p50'], 2)} "
+                f"| {_f(lat['p90'], 2)} | {_f(lat['p99'], 2)} | {_f(lat['p99_9'], 2)} | – "
+                f"| {_f(g['errors']['total'])} | {_mib(g.get('peak_rss_bytes'))} | – |")
         elif name == "connections":
             parts = []
             for gs, cs in zip(g.get("stages", []), (c or {}).get("stages", [])):
@@ -266,6 +274,19 @@ def _details(rep):
                        f"max {lq.get('max')} ms")
             out.append(f"- server CPU {g.get('server_cpu_cores')} cores (both instances), peak RSS "
                        f"{_mib(g.get('peak_rss_bytes'))} MiB")
+        elif name == "gzip_bundle":
+            p, cpu, b = s.get("plain", {}), s.get("cpu_us_per_req", {}), s.get("body_bytes", {})
+            out.append(f"- body: {b.get('plain', 0):,} bytes plain, {b.get('gzip', 0):,} gzip-compressed "
+                       f"(level {s.get('compress_level')}): {_ratio(s.get('gzip_ratio'))} smaller")
+            out.append(f"- on the wire (wrk's bytes read per answer, headers included): "
+                       f"{_f(p.get('wire_bytes_per_req'), 0)} plain, {_f(g.get('wire_bytes_per_req'), 0)} gzip "
+                       f"({_ratio(s.get('wire_ratio'))} fewer)")
+            out.append(f"- gateway CPU per answer: {_f(cpu.get('plain'))} µs plain, {_f(cpu.get('gzip'))} µs gzip "
+                       f"(+{_f(cpu.get('gzip_extra'))} µs to compress)")
+            out.append(f"- plain: {p.get('requests', 0):,} requests, {_f(p.get('rps'))} req/s, p50 "
+                       f"{(p.get('latency_ms') or {}).get('p50')} ms; {_cpu(p) if p else ''}")
+            out.append(f"- gzip: {g['requests']:,} requests, {_f(g['rps'])} req/s, p50 {g['latency_ms']['p50']} ms; "
+                       f"{_cpu(g)}")
         elif name == "connections":
             out.append("| connections | gateway RSS MiB | gateway B/conn | gateway fds | ceiling RSS MiB "
                        "| ceiling B/conn | ratio |")

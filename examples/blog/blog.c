@@ -669,6 +669,89 @@ static const char ADD_COMMENT_SCHEMA[] =
     " \"additionalProperties\": false}";
 
 /*
+ * Output schemas: what each function returns, in the same JSON Schema
+ * subset. The gateway publishes them at /api/mizan/schema/, so a generated
+ * client is typed end to end (`mizand codegen`), and with
+ * "validate_output": true in the gateway config (the test suite runs that
+ * way) a result that strays from its schema is an INTERNAL_ERROR instead
+ * of a surprise in a browser. Objects are closed ("additionalProperties":
+ * false) and every member is required: the handlers always set them all.
+ */
+
+#define POST_OBJECT_SCHEMA                                                                  \
+    "{\"type\": \"object\","                                                                \
+    " \"properties\": {\"id\": {\"type\": \"integer\", \"minimum\": 1},"                        \
+    "   \"title\": {\"type\": \"string\"}, \"body\": {\"type\": \"string\"},"                   \
+    "   \"author\": {\"type\": \"string\"}, \"published\": {\"type\": \"boolean\"}},"            \
+    " \"required\": [\"id\", \"title\", \"body\", \"author\", \"published\"],"                  \
+    " \"additionalProperties\": false}"
+
+#define COMMENT_OBJECT_SCHEMA                                                               \
+    "{\"type\": \"object\","                                                                \
+    " \"properties\": {\"id\": {\"type\": \"integer\", \"minimum\": 1},"                        \
+    "   \"post_id\": {\"type\": \"integer\", \"minimum\": 1},"                                 \
+    "   \"author\": {\"type\": \"string\"}, \"text\": {\"type\": \"string\"}},"                 \
+    " \"required\": [\"id\", \"post_id\", \"author\", \"text\"],"                             \
+    " \"additionalProperties\": false}"
+
+static const char OUT_PONG[] = "{\"type\": \"string\", \"const\": \"pong\"}";
+
+static const char OUT_INTEGER[] = "{\"type\": \"integer\"}";
+
+static const char OUT_ANY[] = "{\"description\": \"the value argument, unchanged\"}";
+
+/* boom never succeeds: no result is valid (the false schema). */
+static const char OUT_NOTHING[] = "false";
+
+static const char OUT_SLEPT[] =
+    "{\"type\": \"object\","
+    " \"properties\": {\"slept_ms\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 10000}},"
+    " \"required\": [\"slept_ms\"],"
+    " \"additionalProperties\": false}";
+
+static const char OUT_SLOW[] =
+    "{\"type\": \"object\","
+    " \"properties\": {\"fn\": {\"type\": \"string\", \"enum\": [\"slow_a\", \"slow_b\", \"slow_c\", \"slow_d\"]},"
+    "   \"slept_ms\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 10000}},"
+    " \"required\": [\"fn\", \"slept_ms\"],"
+    " \"additionalProperties\": false}";
+
+static const char OUT_POST[] = POST_OBJECT_SCHEMA;
+
+static const char OUT_POSTS[] = "{\"type\": \"array\", \"items\": " POST_OBJECT_SCHEMA "}";
+
+static const char OUT_COMMENT[] = COMMENT_OBJECT_SCHEMA;
+
+static const char OUT_COMMENTS[] = "{\"type\": \"array\", \"items\": " COMMENT_OBJECT_SCHEMA "}";
+
+static const char OUT_AUTHOR[] =
+    "{\"type\": \"object\","
+    " \"properties\": {\"name\": {\"type\": \"string\"}, \"posts\": {\"type\": \"integer\", \"minimum\": 0}},"
+    " \"required\": [\"name\", \"posts\"],"
+    " \"additionalProperties\": false}";
+
+static const char OUT_WHOAMI[] =
+    "{\"type\": \"object\","
+    " \"properties\": {\"sub\": {\"type\": \"string\"}, \"staff\": {\"type\": \"boolean\"},"
+    "   \"superuser\": {\"type\": \"boolean\"},"
+    "   \"perms\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}}},"
+    " \"required\": [\"sub\", \"staff\", \"superuser\", \"perms\"],"
+    " \"additionalProperties\": false}";
+
+static const char OUT_STATS[] =
+    "{\"type\": \"object\","
+    " \"properties\": {\"posts\": {\"type\": \"integer\", \"minimum\": 0},"
+    "   \"comments\": {\"type\": \"integer\", \"minimum\": 0}},"
+    " \"required\": [\"posts\", \"comments\"],"
+    " \"additionalProperties\": false}";
+
+static const char OUT_DELETED[] =
+    "{\"type\": \"object\","
+    " \"properties\": {\"deleted\": {\"type\": \"integer\", \"minimum\": 1}},"
+    " \"required\": [\"deleted\"],"
+    " \"additionalProperties\": false}";
+
+/*
  * Auth requirements, as JSON text. NULL (or "false") lets anyone call;
  * "true" needs any valid token; "\"staff\"" and "\"superuser\"" need that
  * claim (a superuser passes every check); {"perm": "..."}, written with
@@ -700,73 +783,107 @@ static const char *const INVALIDATES_POST_FEED_DRAFTS[] = {"post", "feed", "draf
  * Every function the module serves. timeout_ms is left at 0 everywhere:
  * the gateway's configured default deadline applies.
  */
+/*
+ * sleep and slow_a..slow_d are open to anyone and hold a worker while they
+ * sleep, so each runs at most SLOW_MAX_RUNS at a time: a flood of them is
+ * refused (503 UNAVAILABLE with Retry-After) instead of taking every worker
+ * from the other functions.
+ */
+#define SLOW_MAX_RUNS 4
+
 static const mizan_function_def_t FUNCTIONS[] = {
     {.name = "ping", .kind = MIZAN_QUERY, .handler = fn_ping,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_PONG,
      .description = "Answers \"pong\"; a liveness check for the function path."},
     {.name = "add", .kind = MIZAN_QUERY, .handler = fn_add,
      .input_schema = ADD_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_INTEGER,
      .description = "Adds two integers; a sum outside int64 is BAD_REQUEST."},
     {.name = "echo", .kind = MIZAN_QUERY, .handler = fn_echo,
      .input_schema = ECHO_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_ANY,
      .description = "Returns its value argument unchanged."},
     {.name = "sleep", .kind = MIZAN_QUERY, .handler = fn_sleep,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds, then returns {\"slept_ms\": ms}."},
+     .output_schema = OUT_SLEPT,
+     .description = "Sleeps ms milliseconds, then returns {\"slept_ms\": ms}.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_a", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .output_schema = OUT_SLOW,
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_b", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .output_schema = OUT_SLOW,
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_c", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .output_schema = OUT_SLOW,
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "slow_d", .kind = MIZAN_QUERY, .handler = fn_slow,
      .input_schema = MS_SCHEMA, .auth = AUTH_ANYONE,
-     .description = "Sleeps ms milliseconds; one of the four fanout functions."},
+     .output_schema = OUT_SLOW,
+     .description = "Sleeps ms milliseconds; one of the four fanout functions.",
+     .max_concurrency = SLOW_MAX_RUNS},
     {.name = "boom", .kind = MIZAN_QUERY, .handler = fn_boom,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_NOTHING,
      .description = "Always fails with INTERNAL_ERROR."},
     {.name = "get_post", .kind = MIZAN_QUERY, .handler = fn_get_post,
      .input_schema = POST_ID_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_POST,
      .description = "One post by id."},
     {.name = "list_comments", .kind = MIZAN_QUERY, .handler = fn_list_comments,
      .input_schema = POST_ID_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_COMMENTS,
      .description = "The comments of a post, oldest first."},
     {.name = "get_author", .kind = MIZAN_QUERY, .handler = fn_get_author,
      .input_schema = POST_ID_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_AUTHOR,
      .description = "A post's author and how many posts they have written."},
     {.name = "list_posts", .kind = MIZAN_QUERY, .handler = fn_list_posts,
      .input_schema = LIST_POSTS_SCHEMA, .auth = AUTH_ANYONE,
+     .output_schema = OUT_POSTS,
      .description = "Published posts, newest first."},
     {.name = "whoami", .kind = MIZAN_QUERY, .handler = fn_whoami,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_SIGNED_IN,
+     .output_schema = OUT_WHOAMI,
      .description = "The caller's subject, staff and superuser flags and perms."},
     {.name = "list_drafts", .kind = MIZAN_QUERY, .handler = fn_list_drafts,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_PERM("blog.view_drafts"),
+     .output_schema = OUT_POSTS,
      .description = "Unpublished posts, newest first."},
     {.name = "site_stats", .kind = MIZAN_QUERY, .handler = fn_site_stats,
      .input_schema = NO_ARGS_SCHEMA, .auth = AUTH_SUPERUSER,
+     .output_schema = OUT_STATS,
      .description = "How many posts and comments the blog holds."},
     {.name = "create_post", .kind = MIZAN_MUTATION, .handler = fn_create_post,
      .input_schema = CREATE_POST_SCHEMA, .auth = AUTH_SIGNED_IN,
+     .output_schema = OUT_POST,
      .invalidates = INVALIDATES_FEED_DRAFTS_POST,
      .description = "Writes a new post as the caller."},
     {.name = "update_post", .kind = MIZAN_MUTATION, .handler = fn_update_post,
      .input_schema = UPDATE_POST_SCHEMA, .auth = AUTH_SIGNED_IN,
+     .output_schema = OUT_POST,
      .invalidates = INVALIDATES_POST_FEED,
      .description = "Edits a post's title or body; its author, staff or a superuser only."},
     {.name = "add_comment", .kind = MIZAN_MUTATION, .handler = fn_add_comment,
      .input_schema = ADD_COMMENT_SCHEMA, .auth = AUTH_SIGNED_IN,
+     .output_schema = OUT_COMMENT,
      .invalidates = INVALIDATES_POST,
      .description = "Comments on a post as the caller."},
     {.name = "delete_post", .kind = MIZAN_MUTATION, .handler = fn_delete_post,
      .input_schema = POST_ID_SCHEMA, .auth = AUTH_STAFF,
+     .output_schema = OUT_DELETED,
      .invalidates = INVALIDATES_POST_FEED_DRAFTS,
      .description = "Deletes a post and its comments."},
     {.name = "publish_post", .kind = MIZAN_MUTATION, .handler = fn_publish_post,
      .input_schema = POST_ID_SCHEMA, .auth = AUTH_PERM("blog.publish_post"),
+     .output_schema = OUT_POST,
      .invalidates = INVALIDATES_POST_FEED_DRAFTS,
      .description = "Publishes a draft."},
 };
@@ -874,6 +991,9 @@ static void free_store(void *data)
  * cannot start (the gateway then exits with the recorded reason).
  */
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m);
+
+/* The ABI this module is built for, checked by the gateway before init. */
+MIZAN_MODULE_ABI;
 
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
 {

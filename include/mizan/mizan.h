@@ -34,8 +34,24 @@
 extern "C" {
 #endif
 
-/** ABI version a module is built against; checked when it is loaded. */
-#define MIZAN_ABI_VERSION 1
+/**
+ * ABI version a module is built against; checked when it is loaded (see
+ * MIZAN_MODULE_ABI). Version 2 added mizan_function_def_t.max_concurrency and
+ * output_schema.
+ */
+#define MIZAN_ABI_VERSION 2
+
+/** Name of the symbol that records the ABI a module was built for. */
+#define MIZAN_MODULE_ABI_SYMBOL "mizan_module_abi_version"
+
+/**
+ * Put once in a module's source, at file scope: exports the ABI version the
+ * module was compiled against, so the gateway can refuse a module built for
+ * an ABI it does not implement (or read an older module's definitions by
+ * that older layout). A module without it is taken as ABI version 1.
+ */
+#define MIZAN_MODULE_ABI \
+    __attribute__((visibility("default"))) const int mizan_module_abi_version = MIZAN_ABI_VERSION
 
 /** Name of the symbol every module exports. */
 #define MIZAN_MODULE_INIT_SYMBOL "mizan_module_init"
@@ -168,6 +184,14 @@ typedef struct mizan_function_def {
     mizan_handler_fn handler;   /**< NULL: declared, answers NOT_IMPLEMENTED */
     int timeout_ms;             /**< deadline; 0: the configured default */
     const char *description;    /**< shown in the schema endpoint; may be NULL */
+    int max_concurrency;        /**< (ABI 2) runs at once per instance; past it a call is 503
+                                     UNAVAILABLE at once (in a context: that function's error);
+                                     0: unlimited. The config's "max_concurrency" may override it */
+    const char *output_schema;  /**< (ABI 2) JSON Schema text of the result (same keyword
+                                     subset as input schemas); NULL: undeclared.
+                                     Published by the schema endpoint for client
+                                     code generation; results are checked against
+                                     it when the gateway runs with validate_output */
 } mizan_function_def_t;
 
 /** A context definition, copied by mizan_module_add_context(). */

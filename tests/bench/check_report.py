@@ -16,7 +16,7 @@ import sys
 UPSTREAM = ["upstream_bundle", "upstream_bundle_cached"]
 WRK = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster",
        "ctx_post_miss", "mixed", "mixed_redis_cluster"] + UPSTREAM
-ALL = WRK + ["ctx_fanout", "sse_fanout", "connections"]
+ALL = WRK + ["ctx_fanout", "sse_fanout", "connections", "gzip_bundle"]
 CACHED = ["ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster", "ctx_post_miss", "mixed",
           "mixed_redis_cluster", "upstream_bundle_cached"]
 UPSTREAM_FUNCTIONS = 4
@@ -76,6 +76,14 @@ def main(out):
         for k in path:
             v = v.get(k) if isinstance(v, dict) else None
         return v
+
+    if get("gzip_bundle", "status") == "ok":
+        check(isinstance(get("gzip_bundle", "gzip_ratio"), (int, float)) and get("gzip_bundle", "gzip_ratio") > 1,
+              f"gzip_bundle: the body shrinks (ratio {get('gzip_bundle', 'gzip_ratio')})")
+        for mode in ("plain", "gzip"):
+            check(positive(get("gzip_bundle", "cpu_us_per_req", mode)), f"gzip_bundle: CPU per answer ({mode})")
+        check(positive(get("gzip_bundle", "gateway", "wire_bytes_per_req")) and
+              positive(get("gzip_bundle", "plain", "wire_bytes_per_req")), "gzip_bundle: bytes on the wire")
 
     for name in UPSTREAM:
         if get(name, "status") != "ok":

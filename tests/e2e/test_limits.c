@@ -239,7 +239,7 @@ Test(limits, thousand_concurrent_keepalive_connections)
 Test(limits, sigterm_drains_in_flight_requests)
 {
     mz_gw_t *gw = mz_gw_start(
-        mz_json("{\"workers\": 24, \"queue_size\": 64, \"drain_timeout_ms\": 10000}"));
+        mz_json("{\"workers\": 24, \"queue_size\": 64, \"drain_timeout_ms\": 10000, \"max_concurrency\": {\"sleep\": 0}}"));
     enum { N = 20 };
     mz_req_t reqs[N];
     for (size_t i = 0; i < N; i++)

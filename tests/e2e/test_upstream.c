@@ -115,17 +115,22 @@ static const char *const FUNCTIONS[] = {
     "{'name': 'up_notjson', 'upstream': {'service': 'api', 'path': '/_test/notjson'}}",
     "{'name': 'up_empty', 'upstream': {'service': 'api', 'path': '/_test/empty'}}",
     "{'name': 'up_slow', 'timeout_ms': 400, 'input_schema': " S_MS ","
-    " 'upstream': {'service': 'api', 'path': '/_test/slow'}}",
-    "{'name': 'up_slow2', 'input_schema': " S_MS ", 'upstream': {'service': 'api', 'path': '/_test/slow'}}",
-    "{'name': 'up_slow3', 'input_schema': " S_MS ", 'upstream': {'service': 'api', 'path': '/_test/slow'}}",
+    " 'upstream': {'service': 'api', 'path': '/_test/slow', 'identity': false}}",
+    "{'name': 'up_slow2', 'input_schema': " S_MS ","
+    " 'upstream': {'service': 'api', 'path': '/_test/slow', 'identity': false}}",
+    "{'name': 'up_slow3', 'input_schema': " S_MS ","
+    " 'upstream': {'service': 'api', 'path': '/_test/slow', 'identity': false}}",
     "{'name': 'up_tiny', 'input_schema': " S_MS ", 'upstream': {'service': 'tiny', 'path': '/_test/slow'}}",
     "{'name': 'up_queued', 'input_schema': " S_MS ", 'upstream': {'service': 'queued', 'path': '/_test/slow'}}",
     "{'name': 'up_get_post', 'input_schema': " S_POST_ID ","
-    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}', 'result': '/post'}}",
+    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}', 'result': '/post',"
+    "   'identity': false}}",
     "{'name': 'up_list_comments', 'input_schema': " S_POST_ID ","
-    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/comments', 'result': '/comments'}}",
+    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/comments', 'result': '/comments',"
+    "   'identity': false}}",
     "{'name': 'up_get_author', 'input_schema': " S_POST_ID ","
-    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/author', 'result': '/author'}}",
+    " 'upstream': {'service': 'api', 'path': '/posts/{post_id}/author', 'result': '/author',"
+    "   'identity': false}}",
     "{'name': 'up_update_post', 'kind': 'mutation', 'auth': true, 'invalidates': ['up_post'],"
     " 'input_schema': {'type': 'object', 'properties': {'post_id': {'type': 'integer', 'minimum': 1},"
     "   'title': {'type': 'string'}, 'body': {'type': 'string'}}, 'required': ['post_id'],"
@@ -770,6 +775,7 @@ Test(upstream, example_config_serves_the_blog_like_the_module)
     cr_assert(ex != NULL, "examples/upstream/mizan.json: %s", jerr.text);
     mz_keep(ex);
     json_object_set_new(ex, "listen", json_string("127.0.0.1:0"));
+    json_object_set_new(ex, "validate_output", json_true()); /* the example's output schemas hold */
     json_object_set_new(json_object_get(json_object_get(ex, "upstreams"), "blog_api"), "url", json_string(u->url));
     mz_gw_opts_t opts = {.config = ex, .raw_config = true};
     mz_gw_t *up = mz_gw_start_opts(&opts);

@@ -24,11 +24,12 @@ set(MIZAN_FUZZ_SECONDS 10 CACHE STRING "Seconds each fuzz.<name> ctest test fuzz
 # target name -> the src/*.c files it needs besides src/error.c
 set(MIZAN_FUZZ_query  request.c)
 set(MIZAN_FUZZ_body   request.c)
-set(MIZAN_FUZZ_schema schema.c request.c)
+set(MIZAN_FUZZ_schema schema.c schema_format.c request.c)
 set(MIZAN_FUZZ_token  token.c)
 set(MIZAN_FUZZ_jcs    jcs.c)
-set(MIZAN_FUZZ_config config.c log.c)
-set(MIZAN_FUZZ_TARGETS query body schema token jcs config)
+set(MIZAN_FUZZ_config config.c log.c cors.c)
+set(MIZAN_FUZZ_framing framing.c)
+set(MIZAN_FUZZ_TARGETS query body schema token jcs config framing)
 
 if(CMAKE_C_COMPILER_ID STREQUAL "Clang" AND NOT MIZAN_SANITIZE STREQUAL "thread")
   set(MIZAN_LIBFUZZER ON)
@@ -51,7 +52,7 @@ foreach(name IN LISTS MIZAN_FUZZ_TARGETS)
   target_compile_definitions(fuzz_${name} PRIVATE _GNU_SOURCE
     MIZAN_INSTALL_MODULE_DIR="${CMAKE_INSTALL_FULL_LIBDIR}/mizan/modules")
   target_link_libraries(fuzz_${name} PRIVATE
-    PkgConfig::JANSSON PkgConfig::PCRE2 OpenSSL::Crypto Threads::Threads m)
+    PkgConfig::JANSSON PkgConfig::PCRE2 PkgConfig::LIBEVENT OpenSSL::Crypto Threads::Threads m)
   mizan_warnings(fuzz_${name})
 
   set(corpus ${MIZAN_FUZZ_DIR}/corpus/${name})

@@ -260,7 +260,7 @@ Test(registry, empty_registry_finishes)
     finish_ok();
     cr_assert_null(mizan_registry_function(&reg, "x"));
     cr_assert_null(mizan_registry_context(&reg, "x"));
-    cr_assert_str_eq(reg.schema_json, "{\"contexts\":{},\"functions\":{},\"protocol\":1}");
+    cr_assert_str_eq(reg.schema_json, "{\"contexts\":{},\"functions\":{},\"protocol\":1,\"version\":1}");
 }
 
 Test(registry, registry_without_contexts_finishes)
@@ -535,6 +535,97 @@ Test(registry, mutation_invalidates_a_context_twice)
     finish_refused("function \"m\" lists context \"c\" twice in invalidates");
 }
 
+/* ---- scope by construction (PROTOCOL section 4, rev 2) ------------------------------------- */
+
+/* Registers query fn with auth (JSON text, or NULL with a native predicate) and context c of scope sc over it. */
+static void add_scoped(const char *fn, const char *auth, bool native, const char *c, mizan_scope_t sc)
+{
+    mizan_function_def_t def = {.name = fn, .kind = MIZAN_QUERY, .auth = auth, .handler = handler_ok};
+    if (native)
+        def.auth_fn = allow_all;
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    mizan_context_def_t cd = {.name = c, .functions = FNS("filler", fn), .ttl = 30, .scope = sc};
+    cr_assert_eq(add_query("filler", NULL), 0);
+    cr_assert_eq(mizan_module_add_context(M(&mod), &cd), 0);
+}
+
+Test(registry, public_context_with_a_token_function_refused)
+{
+    add_scoped("whoami", "true", false, "me", MIZAN_SCOPE_PUBLIC);
+    finish_refused("context \"me\" is public-scoped but its function \"whoami\" requires a token (auth true), so "
+                   "its answer may depend on who calls: one caller's bundle would be served to callers who could "
+                   "not compute it; set the context's scope to \"user\"");
+}
+
+Test(registry, perms_context_with_a_token_function_refused)
+{
+    add_scoped("whoami", "true", false, "me", MIZAN_SCOPE_PERMS);
+    finish_refused_prefix("context \"me\" is perms-scoped but its function \"whoami\" requires a token");
+}
+
+Test(registry, public_or_perms_context_with_a_native_predicate_refused)
+{
+    add_scoped("nat", NULL, true, "natc", MIZAN_SCOPE_PERMS);
+    finish_refused_prefix("context \"natc\" is perms-scoped but its function \"nat\" has a native auth predicate");
+}
+
+Test(registry, public_context_with_a_native_predicate_refused)
+{
+    add_scoped("nat", NULL, true, "natc", MIZAN_SCOPE_PUBLIC);
+    finish_refused_prefix("context \"natc\" is public-scoped but its function \"nat\" has a native auth predicate");
+}
+
+Test(registry, public_context_with_staff_superuser_or_perm_refused)
+{
+    const char *auths[] = {"\"staff\"", "\"superuser\"", "{\"perm\": \"blog.view_drafts\"}"};
+    for (size_t i = 0; i < 3; i++) {
+        mizan_registry_deinit(&reg);
+        mizan_registry_init(&reg, 5000);
+        add_scoped("restricted", auths[i], false, "drafts", MIZAN_SCOPE_PUBLIC);
+        finish_refused("context \"drafts\" is public-scoped but its function \"restricted\" requires staff, "
+                       "superuser or a permission: one caller's bundle would be served to callers who could not "
+                       "compute it; set the context's scope to \"perms\" or \"user\"");
+    }
+}
+
+Test(registry, perms_and_user_scopes_accept_what_their_callers_can_see)
+{
+    const char *auths[] = {"\"staff\"", "\"superuser\"", "{\"perm\": \"blog.view_drafts\"}"};
+    for (size_t i = 0; i < 3; i++)
+        for (int user = 0; user < 2; user++) {
+            mizan_registry_deinit(&reg);
+            mizan_registry_init(&reg, 5000);
+            add_scoped("restricted", auths[i], false, "drafts", user ? MIZAN_SCOPE_USER : MIZAN_SCOPE_PERMS);
+            finish_ok();
+        }
+    mizan_registry_deinit(&reg);
+    mizan_registry_init(&reg, 5000);
+    add_scoped("whoami", "true", false, "me", MIZAN_SCOPE_USER);
+    mizan_function_def_t nat = {.name = "nat", .kind = MIZAN_QUERY, .auth_fn = allow_all, .handler = handler_ok};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &nat), 0);
+    mizan_context_def_t nc = {.name = "natc", .functions = FNS("nat", "whoami"), .scope = MIZAN_SCOPE_USER};
+    cr_assert_eq(mizan_module_add_context(M(&mod), &nc), 0);
+    finish_ok();
+}
+
+Test(registry, public_context_of_anonymous_functions_accepted)
+{
+    add_scoped("get_post", "false", false, "post", MIZAN_SCOPE_PUBLIC);
+    finish_ok();
+}
+
+Test(registry, function_forwarding_identity_needs_a_user_context)
+{
+    /* What upstream.c sets for an upstream function that sends the caller's identity on. */
+    add_scoped("up_get", "false", false, "upc", MIZAN_SCOPE_PERMS);
+    for (size_t i = 0; i < reg.nfns; i++)
+        if (strcmp(reg.fns[i]->name, "up_get") == 0)
+            reg.fns[i]->forwards_identity = true;
+    finish_refused("context \"upc\" is perms-scoped but its function \"up_get\" forwards the caller's identity to "
+                   "its upstream: one caller's bundle would be served to callers who could not compute it; set the "
+                   "context's scope to \"user\"");
+}
+
 Test(registry, query_with_invalidates)
 {
     cr_assert_eq(add_query("q", NULL), 0);
@@ -712,11 +803,11 @@ Test(registry, input_schema_unknown_keyword_names_function_and_keyword)
     finish_refused("function \"add_post\": input schema: /properties/title/minLenght: unknown keyword");
 }
 
-Test(registry, input_schema_unsupported_keyword)
+Test(registry, input_schema_unknown_keyword)
 {
     add_filler();
-    cr_assert_eq(add_query("f", "{\"type\": \"object\", \"allOf\": [{}]}"), 0);
-    finish_refused("function \"f\": input schema: /allOf: unsupported keyword");
+    cr_assert_eq(add_query("f", "{\"type\": \"object\", \"allOff\": [{}]}"), 0);
+    finish_refused("function \"f\": input schema: /allOff: unknown keyword");
 }
 
 Test(registry, input_schema_must_describe_an_object)
@@ -838,10 +929,10 @@ Test(registry, to_json_shape)
                                 .params_schema = PARAMS_POST,
                                 .functions = FNS("get_post", "list_posts"),
                                 .ttl = 60,
-                                .scope = MIZAN_SCOPE_PUBLIC,
+                                .scope = MIZAN_SCOPE_USER,
                                 .description = "A post page."};
     mizan_context_def_t feedc = {.name = "feed", .functions = FNS("list_posts"), .ttl = 0, .scope = MIZAN_SCOPE_USER};
-    mizan_context_def_t drafts = {.name = "drafts", .functions = FNS("nat"), .ttl = 5, .scope = MIZAN_SCOPE_PERMS};
+    mizan_context_def_t drafts = {.name = "drafts", .functions = FNS("nat"), .ttl = 5, .scope = MIZAN_SCOPE_USER};
     cr_assert_eq(mizan_module_add_function(M(&mod), &get), 0);
     cr_assert_eq(mizan_module_add_function(M(&mod), &feed), 0);
     cr_assert_eq(mizan_module_add_function(M(&mod), &upd), 0);
@@ -856,26 +947,26 @@ Test(registry, to_json_shape)
     cr_assert_not_null(doc);
     json_error_t jerr;
     json_t *want = json_loads(
-        "{\"protocol\": 1,"
+        "{\"version\": 1, \"protocol\": 1,"
         " \"functions\": {"
         "  \"get_post\": {\"kind\": \"query\", \"input_schema\": " PARAMS_POST ", \"auth\": false,"
-        "   \"contexts\": [\"post\"], \"implemented\": true, \"timeout_ms\": 5000, \"description\": \"One post.\"},"
+        "   \"contexts\": [\"post\"], \"implemented\": true, \"timeout_ms\": 5000, \"output_schema\": null, \"description\": \"One post.\"},"
         "  \"list_posts\": {\"kind\": \"query\", \"input_schema\": {\"type\": \"object\"}, \"auth\": true,"
-        "   \"contexts\": [\"feed\", \"post\"], \"implemented\": true, \"timeout_ms\": 5000},"
+        "   \"contexts\": [\"feed\", \"post\"], \"implemented\": true, \"timeout_ms\": 5000, \"output_schema\": null},"
         "  \"nat\": {\"kind\": \"query\", \"input_schema\": {\"type\": \"object\"}, \"auth\": \"native\","
-        "   \"contexts\": [\"drafts\"], \"implemented\": true, \"timeout_ms\": 5000},"
+        "   \"contexts\": [\"drafts\"], \"implemented\": true, \"timeout_ms\": 5000, \"output_schema\": null},"
         "  \"ping\": {\"kind\": \"mutation\", \"input_schema\": {\"type\": \"object\"}, \"auth\": \"superuser\","
-        "   \"contexts\": [], \"implemented\": false, \"timeout_ms\": 5000, \"invalidates\": []},"
+        "   \"contexts\": [], \"implemented\": false, \"timeout_ms\": 5000, \"output_schema\": null, \"invalidates\": []},"
         "  \"update_post\": {\"kind\": \"mutation\", \"input_schema\": {\"type\": \"object\"},"
-        "   \"auth\": {\"perm\": \"blog.edit\"}, \"contexts\": [], \"implemented\": false, \"timeout_ms\": 250,"
+        "   \"auth\": {\"perm\": \"blog.edit\"}, \"contexts\": [], \"implemented\": false, \"timeout_ms\": 250, \"output_schema\": null,"
         "   \"invalidates\": [\"post\", \"feed\"]}},"
         " \"contexts\": {"
         "  \"drafts\": {\"params_schema\": {\"type\": \"object\", \"additionalProperties\": false},"
-        "   \"functions\": [\"nat\"], \"ttl\": 5, \"scope\": \"perms\"},"
+        "   \"functions\": [\"nat\"], \"ttl\": 5, \"scope\": \"user\"},"
         "  \"feed\": {\"params_schema\": {\"type\": \"object\", \"additionalProperties\": false},"
         "   \"functions\": [\"list_posts\"], \"ttl\": 0, \"scope\": \"user\"},"
         "  \"post\": {\"params_schema\": " PARAMS_POST ", \"functions\": [\"get_post\", \"list_posts\"],"
-        "   \"ttl\": 60, \"scope\": \"public\", \"description\": \"A post page.\"}}}",
+        "   \"ttl\": 60, \"scope\": \"user\", \"description\": \"A post page.\"}}}",
         0, &jerr);
     cr_assert_not_null(want, "test error: %s at %d:%d", jerr.text, jerr.line, jerr.column);
     char *got = json_dumps(doc, JSON_SORT_KEYS | JSON_INDENT(1));
@@ -1063,6 +1154,12 @@ Test(module_api, load_the_blog_module)
     cr_assert_eq(post->ttl, 60);
     cr_assert_eq(mizan_registry_context(&reg, "me")->scope, MIZAN_SCOPE_USER);
     cr_assert_eq(mizan_registry_context(&reg, "drafts")->scope, MIZAN_SCOPE_PERMS);
+    /* Built for this gateway's ABI; its open slow functions run at most 4 at a time. */
+    cr_assert_eq(mods[0].abi, MIZAN_ABI_VERSION);
+    static const char *slow[] = {"sleep", "slow_a", "slow_b", "slow_c", "slow_d"};
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_eq(mizan_registry_function(&reg, slow[i])->max_concurrency, 4, "%s", slow[i]);
+    cr_assert_eq(mizan_registry_function(&reg, "ping")->max_concurrency, 0);
     mizan_modules_unload(mods, nmods);
     json_decref(config);
     nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
@@ -1085,4 +1182,151 @@ Test(module_api, blog_module_refusing_its_config)
     cr_assert(strncmp(err.msg, prefix, strlen(prefix)) == 0, "%s", err.msg);
     mizan_modules_unload(mods, nmods);
     json_decref(config);
+}
+
+/* ---- concurrency limits and module ABI versions ------------------------------------------------ */
+
+Test(registry, max_concurrency_is_copied_and_enforced)
+{
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = 2};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    add_filler();
+    finish_ok();
+    const mizan_function_t *f = mizan_registry_function(&reg, "slow");
+    cr_assert_eq(f->max_concurrency, 2);
+    cr_assert(mizan_function_acquire(f));
+    cr_assert(mizan_function_acquire(f));
+    cr_assert_not(mizan_function_acquire(f), "a third run past a limit of 2 was let through");
+    mizan_function_release(f);
+    cr_assert(mizan_function_acquire(f), "a released slot is not reusable");
+    /* Unlimited functions always pass. */
+    const mizan_function_t *filler = mizan_registry_function(&reg, "filler");
+    for (int i = 0; i < 100; i++)
+        cr_assert(mizan_function_acquire(filler));
+}
+
+Test(registry, negative_max_concurrency_refused)
+{
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = -1};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), -1);
+    finish_refused("module \"testmod\": function \"slow\": max_concurrency must be >= 0 (0: unlimited)");
+}
+
+Test(registry, abi_1_definitions_get_no_limit)
+{
+    /* A module built for ABI 1 has no max_concurrency member: whatever lies there is not read. */
+    mod.abi = 1;
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = 7};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    add_filler();
+    finish_ok();
+    cr_assert_eq(mizan_registry_function(&reg, "slow")->max_concurrency, 0);
+}
+
+Test(registry, config_overrides_limits)
+{
+    mizan_function_def_t def = {.name = "slow", .kind = MIZAN_QUERY, .handler = handler_ok, .max_concurrency = 4};
+    cr_assert_eq(mizan_module_add_function(M(&mod), &def), 0);
+    add_filler();
+    finish_ok();
+    mizan_err_t err = {{0}};
+    json_t *ok = json_pack("{s:i, s:i}", "slow", 0, "filler", 3);
+    cr_assert_eq(mizan_registry_limits(&reg, ok, "m.json", &err), 0, "%s", err.msg);
+    cr_assert_eq(mizan_registry_function(&reg, "slow")->max_concurrency, 0);
+    cr_assert_eq(mizan_registry_function(&reg, "filler")->max_concurrency, 3);
+    json_decref(ok);
+    json_t *unknown = json_pack("{s:i}", "nope", 1);
+    cr_assert_eq(mizan_registry_limits(&reg, unknown, "m.json", &err), -1);
+    cr_assert_str_eq(err.msg, "m.json: field \"max_concurrency.nope\": no function \"nope\" is registered");
+    json_decref(unknown);
+    json_t *neg = json_pack("{s:i}", "slow", -2);
+    cr_assert_eq(mizan_registry_limits(&reg, neg, "m.json", &err), -1);
+    cr_assert_str_eq(err.msg, "m.json: field \"max_concurrency.slow\" must be an integer from 0 (unlimited) to 1000000");
+    json_decref(neg);
+    json_t *notobj = json_pack("[i]", 1);
+    cr_assert_eq(mizan_registry_limits(&reg, notobj, "m.json", &err), -1);
+    json_decref(notobj);
+    cr_assert_eq(mizan_registry_limits(&reg, NULL, "m.json", &err), 0);
+}
+
+/*
+ * Compiles a module from source text into dir/name.so with the system C
+ * compiler against this tree's include/ (no sanitizer: like a module built
+ * elsewhere). Returns the path in buf.
+ */
+static const char *build_module(const char *dir, const char *name, const char *source, char *buf, size_t cap)
+{
+    const char *src_dir = getenv("MIZAN_TEST_SOURCE_DIR");
+    cr_assert(src_dir != NULL && src_dir[0] != '\0', "MIZAN_TEST_SOURCE_DIR is not set");
+    char c_path[PATH_MAX], cmd[4 * PATH_MAX];
+    snprintf(c_path, sizeof(c_path), "%s/%s.c", dir, name);
+    snprintf(buf, cap, "%s/%s.so", dir, name);
+    FILE *f = fopen(c_path, "w");
+    cr_assert_not_null(f);
+    fputs(source, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "cc -std=c17 -fPIC -shared -I'%s/include' -o '%s' '%s' 2>&1", src_dir, buf, c_path);
+    cr_assert_eq(system(cmd), 0, "cannot build a test module: %s", cmd);
+    return buf;
+}
+
+static const char ABI_99_MODULE[] =
+    "#include <mizan/mizan.h>\n"
+    "__attribute__((visibility(\"default\"))) const int mizan_module_abi_version = 99;\n"
+    "MIZAN_EXPORT int mizan_module_init(mizan_module_t *m) { (void)m; return 0; }\n";
+
+/* An ABI 1 module: the definition struct as it was, allocated to its exact size. */
+static const char ABI_1_MODULE[] =
+    "#include <stdlib.h>\n"
+    "#include <mizan/mizan.h>\n"
+    "typedef struct { const char *name; mizan_kind_t kind; const char *input_schema; const char *auth;\n"
+    "  mizan_auth_fn auth_fn; const char *const *invalidates; mizan_handler_fn handler; int timeout_ms;\n"
+    "  const char *description; } def_v1_t;\n"
+    "static int h(mizan_req_t *r) { (void)r; return 0; }\n"
+    "MIZAN_EXPORT int mizan_module_init(mizan_module_t *m) {\n"
+    "  def_v1_t *d = calloc(1, sizeof(*d));\n"
+    "  if (d == NULL) return -1;\n"
+    "  d->name = \"old_fn\"; d->kind = MIZAN_QUERY; d->handler = h;\n"
+    "  int rc = mizan_module_add_function(m, (const mizan_function_def_t *)d);\n"
+    "  free(d);\n"
+    "  return rc;\n"
+    "}\n";
+
+Test(module_api, modules_built_for_another_abi)
+{
+    char dir[] = "/tmp/mizan-test-abi-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    char so[PATH_MAX];
+    json_t *config = json_object();
+    mizan_config_t cfg;
+    mizan_module_conf_t mc;
+
+    /* A version this gateway does not implement is refused before its entry point runs. */
+    one_module_config(&cfg, &mc, "future", build_module(dir, "future", ABI_99_MODULE, so, sizeof(so)), config);
+    mizan_modinst_t *mods = NULL;
+    size_t nmods = 0;
+    mizan_err_t err = {{0}};
+    cr_assert_eq(mizan_modules_load(&reg, &cfg, &mods, &nmods, &err), -1);
+    char want[2 * PATH_MAX];
+    snprintf(want, sizeof(want),
+             "/etc/mizan/mizan.json: module \"future\" (%s) was built for module ABI 99; this gateway loads ABI 1 to "
+             "2: rebuild the module against this gateway's include/mizan/mizan.h",
+             so);
+    cr_assert_str_eq(err.msg, want);
+    mizan_modules_unload(mods, nmods);
+
+    /* A module without the symbol is ABI 1: it loads, its definition read in the old layout. */
+    one_module_config(&cfg, &mc, "old", build_module(dir, "old", ABI_1_MODULE, so, sizeof(so)), config);
+    mods = NULL;
+    nmods = 0;
+    cr_assert_eq(mizan_modules_load(&reg, &cfg, &mods, &nmods, &err), 0, "%s", err.msg);
+    cr_assert_eq(mods[0].abi, 1);
+    mizan_err_t ferr = {{0}};
+    cr_assert_eq(mizan_registry_finish(&reg, &ferr), 0, "%s", ferr.msg);
+    const mizan_function_t *f = mizan_registry_function(&reg, "old_fn");
+    cr_assert_not_null(f);
+    cr_assert_eq(f->max_concurrency, 0);
+    mizan_modules_unload(mods, nmods);
+    json_decref(config);
+    nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }

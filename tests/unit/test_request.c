@@ -355,3 +355,19 @@ Test(request_query, values_are_strings)
     cr_assert_str_eq(json_string_value(json_object_get(v, "z")), "null");
     json_decref(v);
 }
+
+/* ---- names (PROTOCOL section 4 grammar) --------------------------------- */
+
+Test(request_name, grammar_and_whole_name)
+{
+    const char *ok[] = {"ping", "_x", "blog.add_post", "a1.b2_c3", "P", NULL};
+    for (size_t i = 0; ok[i] != NULL; i++)
+        cr_assert(mizan_request_name_valid(ok[i], strlen(ok[i])), "%s refused", ok[i]);
+    const char *bad[] = {"", "1ping", ".ping", "pi-ng", "ping ", " ping", "ping\n", "p\xc3\xa9", NULL};
+    for (size_t i = 0; bad[i] != NULL; i++)
+        cr_assert(!mizan_request_name_valid(bad[i], strlen(bad[i])), "'%s' accepted", bad[i]);
+    /* An embedded NUL: the whole length is checked, not the C string. */
+    cr_assert(!mizan_request_name_valid("ping\0junk", 9));
+    cr_assert(mizan_request_name_valid("ping\0junk", 4));
+    cr_assert(!mizan_request_name_valid(NULL, 0));
+}

@@ -910,3 +910,82 @@ Test(token_extract, nothing)
     expect_extract(NULL, "mwt=tok", "", NULL, false);
     expect_extract(NULL, ";;; ;", "mwt", NULL, false);
 }
+
+/* ---- rev 2: empty kid, control characters in sub and perms ------------- */
+
+Test(token_rev2, empty_kid_never_selects_a_key)
+{
+    /* The config's `secret` key has no kid (""): an empty kid must not pick it. */
+    mizan_token_keys_t ks;
+    memset(&ks, 0, sizeof(ks));
+    set_key(&ks.keys[0], "", VECTOR_KEY);
+    set_key(&ks.keys[1], "old", SECRET_OLD);
+    ks.nkeys = 2;
+    char *empty = sign_with(&ks.keys[0], "{\"alg\":\"HS256\",\"kid\":\"\"}", PAYLOAD_OK);
+    char *none = sign_with(&ks.keys[0], "{\"alg\":\"HS256\"}", PAYLOAD_OK);
+    char *old = sign_with(&ks.keys[1], "{\"alg\":\"HS256\",\"kid\":\"old\"}", PAYLOAD_OK);
+    expect_fail_at(&ks, empty, NOW, "kid must not be empty");
+    expect_ok_at(&ks, none, NOW);
+    expect_ok_at(&ks, old, NOW);
+    /* The same with a named primary key. */
+    mizan_token_keys_t one = one_key();
+    char *e2 = sign_with(&one.keys[0], "{\"alg\":\"HS256\",\"kid\":\"\"}", PAYLOAD_OK);
+    expect_fail_at(&one, e2, NOW, "token is malformed");
+    free(empty), free(none), free(old), free(e2);
+}
+
+Test(token_rev2, subject_without_control_characters)
+{
+    const char *bad[] = {"a\\nb", "a\\rb", "\\tadmin", "x\\u001f", "x\\u007f", "\\u0000", "a\\u0000b", NULL};
+    for (size_t i = 0; bad[i] != NULL; i++) {
+        char *p = NULL;
+        cr_assert_neq(asprintf(&p, "{\"sub\":\"%s\",\"exp\":4102444800}", bad[i]), -1);
+        /* \u0000 is refused by the JSON reader already; the rest by the claim check. */
+        expect_signed_fail(VECTOR_HEADER, p, "token is malformed");
+        free(p);
+    }
+    /* Printable and non-ASCII subjects stay valid (U+0080 and up are not controls here). */
+    char *t = sign_vec(VECTOR_HEADER, "{\"sub\":\"Ali ce \\u00e9~\",\"exp\":4102444800}");
+    mizan_token_keys_t ks = one_key();
+    mizan_token_claims_t c;
+    mizan_err_t err = {{0}};
+    cr_assert_eq(verify_at(&ks, t, NOW, &c, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(c.sub, "Ali ce \xc3\xa9~");
+    mizan_token_claims_deinit(&c);
+    free(t);
+}
+
+Test(token_rev2, perms_are_non_empty_without_control_characters)
+{
+    const char *bad[] = {"[\"a\\nb\"]", "[\"\"]", "[\"ok\",\"\"]", "[\"a\\u0000b\"]", "[\"ok\",\"x\\u007f\"]",
+                         "[\"\\r\"]", NULL};
+    for (size_t i = 0; bad[i] != NULL; i++) {
+        char *p = NULL;
+        cr_assert_neq(asprintf(&p, "{\"sub\":\"a\",\"exp\":4102444800,\"perms\":%s}", bad[i]), -1);
+        expect_signed_fail(VECTOR_HEADER, p, "token is malformed");
+        free(p);
+    }
+    /* ["a","b"] stays two distinct perms. */
+    char *t = sign_vec(VECTOR_HEADER, "{\"sub\":\"a\",\"exp\":4102444800,\"perms\":[\"a\",\"b\"]}");
+    mizan_token_keys_t ks = one_key();
+    mizan_token_claims_t c;
+    mizan_err_t err = {{0}};
+    cr_assert_eq(verify_at(&ks, t, NOW, &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(c.nperms, 2);
+    cr_assert_str_eq(c.perms[0], "a");
+    cr_assert_str_eq(c.perms[1], "b");
+    mizan_token_claims_deinit(&c);
+    free(t);
+}
+
+Test(token_rev2, minting_refuses_what_verification_would)
+{
+    mizan_token_keys_t ks = one_key();
+    mizan_err_t err = {{0}};
+    cr_assert_null(mizan_token_mint(&ks, NULL, "a\nb", false, false, NULL, 0, 60, NOW, &err));
+    const char *perms[] = {"a\nb"};
+    cr_assert_null(mizan_token_mint(&ks, NULL, "alice", false, false, perms, 1, 60, NOW, &err));
+    const char *empty[] = {""};
+    cr_assert_null(mizan_token_mint(&ks, NULL, "alice", false, false, empty, 1, 60, NOW, &err));
+    cr_assert_null(mizan_token_mint(&ks, "", "alice", false, false, NULL, 0, 60, NOW, &err));
+}

@@ -593,14 +593,16 @@ json_t *mz_config_defaults(const char *dir)
 {
     const char *module_dir = mz_env("MIZAN_TEST_MODULE_DIR");
     char *db = mz_fmt("%s/blog.db", dir);
+    /* validate_output: every result of every e2e test is checked against its
+     * function's declared output schema, so the suite proves the declared types. */
     json_t *cfg = json_pack("{s:s, s:i, s:i, s:i, s:s,"
                             " s:{s:s, s:i, s:s}, s:{s:s, s:s, s:s},"
-                            " s:s, s:[{s:s, s:{s:s}}]}",
+                            " s:s, s:[{s:s, s:{s:s}}], s:b}",
                             "listen", "127.0.0.1:0", "io_threads", 2, "workers", 8, "queue_size",
                             1024, "log_level", "info", "token", "secret", MZ_TOKEN_SECRET,
                             "leeway_s", 0, "cookie", "mwt", "cache", "secret", MZ_CACHE_SECRET,
                             "redis_url", "", "prefix", "mizan:", "module_dir", module_dir,
-                            "modules", "name", "blog", "config", "db", db);
+                            "modules", "name", "blog", "config", "db", db, "validate_output", 1);
     if (cfg == NULL)
         mz_oom(0);
     return cfg;

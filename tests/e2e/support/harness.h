@@ -162,8 +162,9 @@ typedef struct mz_gw_opts {
 /**
  * The defaults every generated config starts from (new reference): listen
  * 127.0.0.1:0, io_threads 2, workers 8, queue_size 1024, log_level info,
- * token and cache secrets, module_dir = MIZAN_TEST_MODULE_DIR and the blog
- * module with its database at dir/blog.db.
+ * token and cache secrets, module_dir = MIZAN_TEST_MODULE_DIR, the blog
+ * module with its database at dir/blog.db, and validate_output true (every
+ * result checked against its declared output schema).
  */
 json_t *mz_config_defaults(const char *dir);
 

@@ -410,6 +410,15 @@ static size_t need_line(mz_conn_t *c, size_t pos, double deadline, char *err, si
     }
 }
 
+/* n bytes of s (NULs included) plus a terminating NUL, in a new buffer. */
+static char *bytes_dup(const char *s, size_t n)
+{
+    char *p = mz_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
 /* Decodes a chunked body starting at pos; sets *end past the trailers. */
 static int read_chunked(mz_conn_t *c, size_t pos, mz_resp_t *r, size_t *end, double deadline,
                         char *err, size_t errlen)
@@ -514,7 +523,7 @@ static int recv_one(mz_conn_t *c, mz_resp_t *r, double deadline, char *err, size
         }
         if (need_bytes(c, hdr_len + (size_t)n, deadline, err, errlen) != 0)
             return -1;
-        r->body = mz_xstrndup(c->buf + hdr_len, (size_t)n);
+        r->body = bytes_dup(c->buf + hdr_len, (size_t)n); /* binary-safe: gzip bodies hold NULs */
         r->body_len = (size_t)n;
         end = hdr_len + (size_t)n;
     } else {
@@ -527,7 +536,7 @@ static int recv_one(mz_conn_t *c, mz_resp_t *r, double deadline, char *err, size
                 break;
         }
         r->body_len = c->len - hdr_len;
-        r->body = mz_xstrndup(c->buf + hdr_len, r->body_len);
+        r->body = bytes_dup(c->buf + hdr_len, r->body_len);
         end = c->len;
     }
     mz_conn_consume(c, end);
