@@ -15,6 +15,9 @@ everything a run needs, all on loopback ports:
                                 every-fetch-a-miss scenario
     mizand "redis-a", "redis-b" sharing Redis and one SQLite file: cache hits
                                 through Redis, the mixed workload, SSE
+    redis-server x 6            a Redis Cluster (3 masters, 3 replicas) for the
+                                *_redis_cluster scenarios
+    mizand "cluster-a", "cluster-b" sharing the cluster and another SQLite file
     mizand "upstream"           no module: four upstream functions declared in
                                 its config, answered by "ceiling-upstream",
                                 and two contexts bundling them (TTL 0 and
@@ -46,6 +49,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import re
 import resource
 import signal
@@ -77,9 +81,11 @@ GZIP_CONTEXT = {"name": "bench_big", "ttl": 3600, "functions": ["list_posts"],
                                   "required": ["limit"], "additionalProperties": False}}
 
 SCENARIOS = [
-    "call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss",
-    "ctx_fanout", "mixed", "sse_fanout", "connections", "upstream_bundle", "upstream_bundle_cached", "gzip_bundle",
+    "call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster",
+    "ctx_post_miss", "ctx_fanout", "mixed", "mixed_redis_cluster", "sse_fanout", "connections", "upstream_bundle",
+    "upstream_bundle_cached", "gzip_bundle",
 ]
+CLUSTER_NODES = 6         # the Redis Cluster of the *_redis_cluster scenarios: 3 masters, 3 replicas
 
 # What each set runs: seconds per wrk run, ceiling/gateway rounds per wrk
 # scenario, open-loop rates, client counts.
@@ -189,6 +195,37 @@ def free_port():
 # ---------------------------------------------------------------------------
 # HTTP and Prometheus helpers
 # ---------------------------------------------------------------------------
+
+def port_free(port):
+    """Whether 127.0.0.1:port can be bound now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def redis_command(port, *args, timeout=2):
+    """One inline command on a fresh connection; the raw reply text ("" on failure)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall((" ".join(args) + "\r\n").encode())
+            time.sleep(0.01)
+            return s.recv(65536).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def redis_ping(port, proc, timeout=10):
+    """Waits until redis-server proc answers PING on port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.alive():
+        if redis_command(port, "PING", timeout=1).startswith("+PONG"):
+            return True
+        time.sleep(0.05)
+    return False
+
 
 def http_request(addr, method, path, body=None, headers=None, timeout=15):
     host, port = addr.rsplit(":", 1)
@@ -332,6 +369,9 @@ class Harness:
         self.gateways = {}
         self.redis = None
         self.redis_addr = None
+        self.cluster_nodes = []     # the Redis Cluster's redis-server processes
+        self.cluster_url = None
+        self.redis_measured = []    # the Redis processes whose CPU the current scenario reports
         self.ceiling = None
         self.upstream_svc = None
         self.token = None
@@ -423,6 +463,42 @@ class Harness:
             self.stop(proc)
         raise BenchError("redis-server did not start (see redis.log)")
 
+    def start_redis_cluster(self):
+        """Six cluster-enabled redis-server (port P and bus port P + 10000 free), joined by redis-cli."""
+        addrs = []
+        for i in range(CLUSTER_NODES):
+            d = os.path.join(self.work, f"redis-node{i + 1}")
+            os.makedirs(d, exist_ok=True)
+            for _ in range(10):
+                port = 20000 + random.randrange(30000)
+                if not (port_free(port) and port_free(port + 10000)):
+                    continue
+                proc = self.spawn(f"redis-node{i + 1}",
+                                  ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", d, "--daemonize", "no", "--protected-mode", "no",
+                                   "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                   "--cluster-node-timeout", "2000"],
+                                  self.server_cores, log=os.path.join(self.work, f"redis-node{i + 1}.log"))
+                if redis_ping(port, proc):
+                    self.cluster_nodes.append(proc)
+                    addrs.append(f"127.0.0.1:{port}")
+                    break
+                self.stop(proc)
+            else:
+                raise BenchError(f"cluster node {i + 1} did not start (see redis-node{i + 1}.log)")
+        r = subprocess.run(["redis-cli", "--cluster", "create"] + addrs + ["--cluster-replicas", "1",
+                                                                          "--cluster-yes"],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise BenchError(f"redis-cli --cluster create failed: {r.stdout[-500:]}{r.stderr[-500:]}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in redis_command(int(a.rsplit(":", 1)[1]), "CLUSTER", "INFO") for a in addrs):
+                self.cluster_url = "redis-cluster://" + ",".join(addrs)
+                return
+            time.sleep(0.1)
+        raise BenchError("the Redis Cluster did not reach cluster_state:ok")
+
     def start_gateway(self, name, db, redis=False, cache_max_bytes=None, extra=None):
         """
         Starts a gateway on a free port and waits for /readyz. db: the blog
@@ -432,7 +508,9 @@ class Harness:
         for _ in range(5):
             port = free_port()
             cache = {"secret": CACHE_SECRET}
-            if redis:
+            if redis == "cluster":
+                cache["redis_url"] = self.cluster_url
+            elif redis:
                 cache["redis_url"] = f"redis://{self.redis_addr}/0"
             if cache_max_bytes:
                 cache["max_bytes"] = cache_max_bytes
@@ -581,7 +659,9 @@ class Harness:
         return out
 
     def redis_cpu_ticks(self):
-        return proc_cpu_ticks(self.redis.pid) if self.redis else None
+        """CPU ticks of the Redis processes the current scenario uses (every node of a cluster), or None."""
+        ticks = [proc_cpu_ticks(p.pid) for p in self.redis_measured]
+        return sum(ticks) if ticks and None not in ticks else None
 
     def wrk(self, url, script, args, conns, env=None, duration=None):
         duration = duration or self.s["duration"]
@@ -621,7 +701,7 @@ class Harness:
         m = combine_wrk(results, [r[3] for r in runs])
         m.update(probe)
         m["cpu_us_per_req"] = round(probe["server_cpu_s"] * 1e6 / m["requests"], 2) if m["requests"] else None
-        if extra is not None and self.redis is not None and redis0 is not None:
+        if extra is not None and redis0 is not None:
             m["redis_cpu_s"] = round((self.redis_cpu_ticks() - redis0) / CLK_TCK, 3)
         return m
 
@@ -727,7 +807,8 @@ class Harness:
         return body
 
     def sc_hit(self, which):
-        gw = self.gateways["embedded" if which == "embedded" else "redis-a"]
+        gw = self.gateways[{"embedded": "embedded", "redis": "redis-a", "redis_cluster": "cluster-a"}[which]]
+        self.redis_measured = {"redis": [self.redis], "redis_cluster": self.cluster_nodes}.get(which, [])
         conns = self.s["connections"]
         self.say(f"ctx_post_hit_{which}: warming {POSTS} bundles")
         self.warm(gw)
@@ -737,9 +818,11 @@ class Harness:
                      None) for t in targets]
 
         body = self.ceiling_vs(f"ctx_post_hit_{which}", runs, [gw],
-                               lambda pairs: {"cache": cache_outcomes(pairs, "post")}, extra_redis=which == "redis")
+                               lambda pairs: {"cache": cache_outcomes(pairs, "post")}, extra_redis=which != "embedded")
+        cache = {"redis": "Redis", "redis_cluster": "a Redis Cluster of 3 masters and 3 replicas (redis_cpu_s: all six)",
+                 "embedded": "embedded (in process)"}[which]
         body["what"] = (f"GET /api/mizan/ctx/post/?post_id=N, N uniform in 1..{POSTS}, after every bundle was "
-                        f"fetched once; cache: {'Redis' if which == 'redis' else 'embedded (in process)'}")
+                        f"fetched once; cache: {cache}")
         return body
 
     def sc_miss(self):
@@ -797,8 +880,10 @@ class Harness:
                                   "(pass: none, so every fetch measured ran all four functions)"}],
         }
 
-    def sc_mixed(self):
-        a, b = self.gateways["redis-a"], self.gateways["redis-b"]
+    def sc_mixed(self, which="redis"):
+        a, b = (self.gateways["redis-a"], self.gateways["redis-b"]) if which == "redis" else \
+            (self.gateways["cluster-a"], self.gateways["cluster-b"])
+        self.redis_measured = [self.redis] if which == "redis" else self.cluster_nodes
         half = self.s["connections"] // 2
         d = self.long
         tag = f"mixed{int(time.time())}"
@@ -834,7 +919,8 @@ class Harness:
                               "writes": r["counters"].get("writes")} for n, r in zip("AB", results)]
         viol = chk.get("violations")
         return {
-            "what": (f"two gateways sharing Redis and one SQLite file, one wrk each ({half} connections): 95 % GET "
+            "what": (f"two gateways sharing {'Redis' if which == 'redis' else 'a Redis Cluster (3 + 3 replicas)'} "
+                     f"and one SQLite file, one wrk each ({half} connections): 95 % GET "
                      f"post context (post 1..{POSTS}), 5 % update_post (posts 1..{POSTS - CHECK_POSTS}) with a "
                      f"bearer token; meanwhile a checker reads a post on one instance (which then holds its bundle), "
                      f"writes a unique title through the other and, once acknowledged, reads the post again on the "
@@ -1140,8 +1226,9 @@ class Harness:
         d = self.s["duration"]
         w = 2 * self.s["rounds"] * (d + 0.5)
         cost = {"call_ping": w, "call_add": w, "ctx_post_hit_embedded": w + 2,
-                "ctx_post_hit_redis": w + 2, "ctx_post_miss": w, "ctx_fanout": 2 * self.long + 2,
-                "mixed": 2 * self.long + 3, "sse_fanout": self.long + 10, "connections": 10 + 8 * self.s["settle"],
+                "ctx_post_hit_redis": w + 2, "ctx_post_hit_redis_cluster": w + 2, "ctx_post_miss": w,
+                "ctx_fanout": 2 * self.long + 2, "mixed": 2 * self.long + 3, "mixed_redis_cluster": 2 * self.long + 3,
+                "sse_fanout": self.long + 10, "connections": 10 + 8 * self.s["settle"],
                 "upstream_bundle": w + 2, "upstream_bundle_cached": w + 2,
                 "gzip_bundle": 2 * (d + 0.5) + 2}
         return 10 + sum(cost[s] for s in selected)
@@ -1230,6 +1317,13 @@ class Harness:
             self.start_gateway("redis-a", shared_db, redis=True)
             self.start_gateway("redis-b", shared_db, redis=True)
             self.token = self.mint_token(self.gateways["redis-a"])
+        if needs & {"ctx_post_hit_redis_cluster", "mixed_redis_cluster"}:
+            self.say("starting a Redis Cluster (3 masters, 3 replicas) and gateways 'cluster-a', 'cluster-b'")
+            self.start_redis_cluster()
+            cluster_db = os.path.join(self.work, "blog-cluster.db")
+            self.start_gateway("cluster-a", cluster_db, redis="cluster")
+            self.start_gateway("cluster-b", cluster_db, redis="cluster")
+            self.token = self.token or self.mint_token(self.gateways["cluster-a"])
         if needs & {"upstream_bundle", "upstream_bundle_cached"}:
             self.say("starting the upstream service (a second ceiling) and gateway 'upstream' "
                      f"({len(UPSTREAM_PATHS)} upstream functions)")
@@ -1248,6 +1342,10 @@ class Harness:
             return self.sc_hit("embedded")
         if name == "ctx_post_hit_redis":
             return self.sc_hit("redis")
+        if name == "ctx_post_hit_redis_cluster":
+            return self.sc_hit("redis_cluster")
+        if name == "mixed_redis_cluster":
+            return self.sc_mixed("redis_cluster")
         if name == "ctx_post_miss":
             return self.sc_miss()
         if name == "ctx_fanout":

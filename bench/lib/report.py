@@ -20,8 +20,8 @@ import sys
 import tempfile
 
 # Scenarios measured with wrk against the ceiling (same load, same run).
-WRK_SCENARIOS = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed",
-                 "upstream_bundle", "upstream_bundle_cached"]
+WRK_SCENARIOS = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster",
+                 "ctx_post_miss", "mixed", "mixed_redis_cluster", "upstream_bundle", "upstream_bundle_cached"]
 UPSTREAM_SCENARIOS = ["upstream_bundle", "upstream_bundle_cached"]
 
 
@@ -241,7 +241,7 @@ def _details(rep):
                     out.append(f"- function runs (/metrics): {s['function_runs']}")
                 if s.get("sample_bundle") is not None:
                     out.append("- one bundle: `" + json.dumps(s["sample_bundle"], separators=(",", ":")) + "`")
-            if name == "mixed":
+            if name in ("mixed", "mixed_redis_cluster"):
                 for pi in g.get("per_instance", []):
                     out.append(f"- instance {pi['instance']}: {_f(pi['rps'])} req/s ({pi['reads']:,} reads, "
                                f"{pi['writes']:,} writes), p50 {pi['latency_ms']['p50']} ms, p99 "

@@ -193,6 +193,15 @@ char *mizan_metrics_render(const mizan_api_t *api)
              "# HELP mizan_redis_revisions_repaired_total Revision keys overwritten because they held no revision.\n"
              "# TYPE mizan_redis_revisions_repaired_total counter\nmizan_redis_revisions_repaired_total %lld\n",
              st.redis_up, st.redis_reconnects, st.redis_replay_queued, st.redis_repaired);
+        if (st.redis_cluster)
+            emit(&o,
+                 "# HELP mizan_redis_cluster_redirects_total MOVED and ASK replies followed.\n"
+                 "# TYPE mizan_redis_cluster_redirects_total counter\n"
+                 "mizan_redis_cluster_redirects_total{kind=\"moved\"} %lld\n"
+                 "mizan_redis_cluster_redirects_total{kind=\"ask\"} %lld\n"
+                 "# HELP mizan_redis_cluster_slot_maps_total Cluster slot maps received.\n"
+                 "# TYPE mizan_redis_cluster_slot_maps_total counter\nmizan_redis_cluster_slot_maps_total %lld\n",
+                 st.redis_moved, st.redis_asked, st.redis_slot_maps);
     }
     if (st.upstream_text != NULL) {
         emit(&o, "%s", st.upstream_text);

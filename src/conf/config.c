@@ -300,7 +300,8 @@ static int read_token(mizan_config_t *cfg, const json_t *tok, mizan_err_t *err)
 
 static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err)
 {
-    static const char *allowed[] = {"secret", "redis_url", "prefix", "max_bytes", "timeout_ms", NULL};
+    static const char *allowed[] = {"secret", "redis_url", "prefix", "max_bytes", "timeout_ms", "failover_wait_ms",
+                                    NULL};
     const char *file = cfg->file;
     if (cache != NULL && !json_is_object(cache))
         return mizan_err_set(err, "%s: field \"cache\" must be an object", file);
@@ -314,8 +315,9 @@ static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err
         url = json_string_value(u);
     }
     cfg->redis_url = (url != NULL && url[0] != '\0') ? strdup(url) : NULL;
-    if (url != NULL && url[0] != '\0' && strncmp(url, "redis://", 8) != 0)
-        return mizan_err_set(err, "%s: cache.redis_url (or MIZAN_REDIS_URL) must start with redis://", file);
+    if (url != NULL && url[0] != '\0' && strncmp(url, "redis://", 8) != 0 && strncmp(url, "redis-cluster://", 16) != 0)
+        return mizan_err_set(err, "%s: cache.redis_url (or MIZAN_REDIS_URL) must start with redis:// or redis-cluster://",
+                             file);
 
     const char *secret = getenv("MIZAN_CACHE_SECRET");
     const char *origin = "MIZAN_CACHE_SECRET";
@@ -353,6 +355,10 @@ static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err
                             json_integer_value(timeout) > 60000))
         return mizan_err_set(err, "%s: field \"cache.timeout_ms\" must be an integer in 10..60000", file);
     cfg->redis_timeout_ms = timeout != NULL ? (int)json_integer_value(timeout) : 250;
+    json_t *wait = json_object_get(cache, "failover_wait_ms");
+    if (wait != NULL && (!json_is_integer(wait) || json_integer_value(wait) < 0 || json_integer_value(wait) > 60000))
+        return mizan_err_set(err, "%s: field \"cache.failover_wait_ms\" must be an integer in 0..60000", file);
+    cfg->redis_failover_wait_ms = wait != NULL ? (int)json_integer_value(wait) : 10000;
     return 0;
 }
 

@@ -58,6 +58,7 @@ typedef struct mizan_config {
     char *redis_url;           /**< NULL or "": embedded cache */
     char *cache_prefix;        /**< key prefix, "mizan:" */
     int redis_timeout_ms;      /**< bound on every Redis round trip */
+    int redis_failover_wait_ms; /**< Redis Cluster: how long a mutation waits for a slot's new master */
     size_t cache_max_bytes;    /**< embedded cache byte bound */
     char *module_dir;          /**< where bare module names are found */
     mizan_module_conf_t *modules;

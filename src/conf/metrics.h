@@ -62,6 +62,8 @@ typedef struct mizan_stats {
     int redis_up;
     long long redis_reconnects, redis_repaired;
     size_t redis_replay_queued;
+    bool redis_cluster;         /**< the shared Redis is a Redis Cluster */
+    long long redis_moved, redis_asked, redis_slot_maps; /**< cluster redirects followed, slot maps read */
     /* the worker pool (exec/pool.c) */
     size_t queued, busy, capacity;
     int workers;

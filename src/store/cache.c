@@ -108,8 +108,10 @@ mizan_cache_t *mizan_cache_new(const mizan_config_t *cfg, const mizan_registry_t
         }
         return c;
     }
-    if ((c->shared = mizan_redis_shared_new(cfg->redis_url, cfg->redis_timeout_ms, err)) != NULL)
+    if ((c->shared = mizan_redis_shared_new(cfg->redis_url, cfg->redis_timeout_ms, err)) != NULL) {
+        mizan_redis_shared_set_failover_wait(c->shared, cfg->redis_failover_wait_ms);
         return c;
+    }
 fail:
     mizan_cache_free(c);
     return NULL;
@@ -224,6 +226,10 @@ void mizan_cache_read_stats(void *arg, mizan_stats_t *out)
         out->redis_reconnects = rs.reconnects;
         out->redis_replay_queued = rs.replay_queued;
         out->redis_repaired = rs.repaired;
+        out->redis_cluster = strncmp(c->cfg->redis_url, "redis-cluster://", 16) == 0;
+        out->redis_moved = rs.moved;
+        out->redis_asked = rs.asked;
+        out->redis_slot_maps = rs.refreshes;
     }
 }
 

@@ -1,7 +1,19 @@
 /*
  * redis.c - the Redis layer (see redis.h): URL parsing, the connection state
- * machine over hiredis' async API on libevent, command timeouts, and the
- * replay queue of invalidations.
+ * machine over hiredis' async API on libevent, command timeouts, the replay
+ * queue of invalidations, and Redis Cluster routing.
+ *
+ * Redis Cluster: a router (a mizan_redis_t with `cl` set, one per loop, in
+ * shared->conns like a plain command connection but with no context of its
+ * own) owns one ordinary command connection per node (`router` set, never in
+ * shared->conns, never replaying by themselves). Its retry timer paces slot
+ * map refreshes; its kick also drops connections the map no longer needs.
+ * A routed command keeps a copy of itself (cmdcopy_t) so that a MOVED or
+ * ASK reply can send it again to another node; the op then moves to that
+ * node's list. An invalidation batch may span nodes (its ops are on several
+ * connections, b->r is the router); failed items of a mutation's batch are
+ * held on the router (cl->waiting) until their slots have a master again or
+ * failover_wait_ms passes, then they join the replay queue.
  *
  * Connection states (mizan_redis_t.state), loop thread only:
  *   WAIT     no hiredis context; the retry timer will make one
@@ -100,37 +112,34 @@ static bool host_char_ok(int c, bool bracketed)
     return c == '-' || c == '_';
 }
 
-/* The parse proper; the caller wipes out on failure. */
-static int parse_url(const char *url, mizan_redis_url_t *out, mizan_err_t *err)
+/* user:password@ (the last '@' ends them, so a raw '@' or '/' in a password works); advances *pp. */
+static int parse_credentials(const char **pp, mizan_redis_url_t *out, mizan_err_t *err)
 {
-    out->port = 6379;
-    if (url == NULL || url[0] == '\0')
-        return mizan_err_set(err, "Redis URL is empty");
-    if (strncasecmp(url, "rediss://", 9) == 0)
-        return mizan_err_set(err, "Redis URL: TLS (rediss://) is not supported");
-    if (strncasecmp(url, "redis://", 8) != 0)
-        return mizan_err_set(err, "Redis URL must start with redis://");
-    const char *p = url + 8;
-
-    /* The last '@' ends the credentials, so a raw '@' or '/' in a password works. */
+    const char *p = *pp;
     const char *at = strrchr(p, '@');
-    if (at != NULL) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon == NULL)
-            return mizan_err_set(err, "Redis URL: credentials must be written user:password@ or :password@");
-        int rc = decode_part(p, (size_t)(colon - p), out->user, sizeof(out->user));
-        if (rc == -1)
-            return mizan_err_set(err, "Redis URL: bad percent-escape in the user name");
-        if (rc == -2)
-            return mizan_err_set(err, "Redis URL: user name longer than %zu bytes", sizeof(out->user) - 1);
-        rc = decode_part(colon + 1, (size_t)(at - colon - 1), out->password, sizeof(out->password));
-        if (rc == -1)
-            return mizan_err_set(err, "Redis URL: bad percent-escape in the password (write a literal %% as %%25)");
-        if (rc == -2)
-            return mizan_err_set(err, "Redis URL: password longer than %zu bytes", sizeof(out->password) - 1);
-        p = at + 1;
-    }
+    if (at == NULL)
+        return 0;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon == NULL)
+        return mizan_err_set(err, "Redis URL: credentials must be written user:password@ or :password@");
+    int rc = decode_part(p, (size_t)(colon - p), out->user, sizeof(out->user));
+    if (rc == -1)
+        return mizan_err_set(err, "Redis URL: bad percent-escape in the user name");
+    if (rc == -2)
+        return mizan_err_set(err, "Redis URL: user name longer than %zu bytes", sizeof(out->user) - 1);
+    rc = decode_part(colon + 1, (size_t)(at - colon - 1), out->password, sizeof(out->password));
+    if (rc == -1)
+        return mizan_err_set(err, "Redis URL: bad percent-escape in the password (write a literal %% as %%25)");
+    if (rc == -2)
+        return mizan_err_set(err, "Redis URL: password longer than %zu bytes", sizeof(out->password) - 1);
+    *pp = at + 1;
+    return 0;
+}
 
+/* host[:port] at *pp into addr (port defaults to 6379); advances *pp. */
+static int parse_hostport(const char **pp, mizan_redis_addr_t *addr, mizan_err_t *err)
+{
+    const char *p = *pp;
     const char *host;
     size_t hlen;
     bool bracketed = (*p == '[');
@@ -143,27 +152,88 @@ static int parse_url(const char *url, mizan_redis_url_t *out, mizan_err_t *err)
         p = close + 1;
     } else {
         host = p;
-        hlen = strcspn(p, ":/?#");
+        hlen = strcspn(p, ":/?#,");
         p += hlen;
     }
     if (hlen == 0)
         return mizan_err_set(err, "Redis URL has no host");
-    if (hlen >= sizeof(out->host))
-        return mizan_err_set(err, "Redis URL: host longer than %zu bytes", sizeof(out->host) - 1);
+    if (hlen >= sizeof(addr->host))
+        return mizan_err_set(err, "Redis URL: host longer than %zu bytes", sizeof(addr->host) - 1);
     for (size_t i = 0; i < hlen; i++)
         if (!host_char_ok((unsigned char)host[i], bracketed))
             return mizan_err_set(err, "Redis URL: invalid character in the host%s",
                                  bracketed ? "" : " (write an IPv6 address as [addr])");
-    memcpy(out->host, host, hlen);
-    out->host[hlen] = '\0';
-
+    memcpy(addr->host, host, hlen);
+    addr->host[hlen] = '\0';
+    addr->port = 6379;
     if (*p == ':') {
         p++;
         long port;
         if (parse_digits(&p, 5, &port) != 0 || port < 1 || port > 65535)
             return mizan_err_set(err, "Redis URL: the port must be a number from 1 to 65535");
-        out->port = (int)port;
+        addr->port = (int)port;
     }
+    *pp = p;
+    return 0;
+}
+
+/* The list of nodes of a redis-cluster:// URL, after the credentials. */
+static int parse_cluster_nodes(const char *p, mizan_redis_url_t *out, mizan_err_t *err)
+{
+    for (;;) {
+        if (out->nseeds == MIZAN_REDIS_MAX_SEEDS)
+            return mizan_err_set(err, "Redis URL: a cluster URL lists at most %d nodes", MIZAN_REDIS_MAX_SEEDS);
+        if (parse_hostport(&p, &out->seeds[out->nseeds], err) != 0)
+            return -1;
+        out->nseeds++;
+        if (*p != ',')
+            break;
+        p++;
+    }
+    if (*p == '/') {
+        p++;
+        if (*p != '\0' && !(p[0] == '0' && p[1] == '\0'))
+            return mizan_err_set(err, "Redis URL: a cluster has only database 0");
+        p += strlen(p);
+    }
+    if (*p == '?')
+        return mizan_err_set(err, "Redis URL: query parameters are not supported");
+    if (*p != '\0')
+        return mizan_err_set(err, "Redis URL: unexpected text after a cluster node (write host:port,host:port)");
+    snprintf(out->host, sizeof(out->host), "%s", out->seeds[0].host);
+    out->port = out->seeds[0].port;
+    return 0;
+}
+
+/* The parse proper; the caller wipes out on failure. */
+static int parse_url(const char *url, mizan_redis_url_t *out, mizan_err_t *err)
+{
+    out->port = 6379;
+    if (url == NULL || url[0] == '\0')
+        return mizan_err_set(err, "Redis URL is empty");
+    if (strncasecmp(url, "rediss://", 9) == 0 || strncasecmp(url, "rediss-cluster://", 17) == 0)
+        return mizan_err_set(err, "Redis URL: TLS (rediss://) is not supported");
+    const char *p;
+    if (strncasecmp(url, "redis-cluster://", 16) == 0) {
+        out->cluster = true;
+        p = url + 16;
+    } else if (strncasecmp(url, "redis://", 8) == 0) {
+        p = url + 8;
+    } else {
+        return mizan_err_set(err, "Redis URL must start with redis:// or redis-cluster://");
+    }
+    if (parse_credentials(&p, out, err) != 0)
+        return -1;
+    if (out->cluster)
+        return parse_cluster_nodes(p, out, err);
+
+    mizan_redis_addr_t addr;
+    if (parse_hostport(&p, &addr, err) != 0)
+        return -1;
+    memcpy(out->host, addr.host, sizeof(out->host));
+    out->port = addr.port;
+    if (*p == ',')
+        return mizan_err_set(err, "Redis URL: several nodes need the redis-cluster:// form");
     if (*p == '/') {
         p++;
         if (*p != '\0' && *p != '?' && *p != '#') {
@@ -210,6 +280,7 @@ struct mizan_redis_shared {
     int timeout_ms;        /* immutable after new */
     int backoff_min_ms;    /* set before any connection exists */
     int backoff_max_ms;
+    int failover_wait_ms;  /* cluster: how long an invalidation waits for a new master */
 
     pthread_mutex_t lock; /* guards qhead/qtail/qlen, inflight and conns */
     qitem_t *qhead;       /* the replay queue, oldest first */
@@ -225,6 +296,9 @@ struct mizan_redis_shared {
     atomic_llong published;
     atomic_llong messages;
     atomic_llong repaired; /* revision keys overwritten because they held no revision */
+    atomic_llong moved;    /* cluster: MOVED replies followed */
+    atomic_llong asked;    /* cluster: ASK replies followed */
+    atomic_llong refreshes; /* cluster: slot maps applied */
 };
 
 typedef enum conn_kind { KIND_CMD, KIND_SUB } conn_kind_t;
@@ -237,6 +311,8 @@ typedef enum op_kind {
     OP_STORE,       /* SET ... EX */
     OP_ITEM,        /* INCR / EXPIRE / PUBLISH of one invalidation item */
     OP_SUB,         /* SUBSCRIBE: confirmation, then every message */
+    OP_SLOTS,       /* cluster: CLUSTER SLOTS for the router */
+    OP_ASKING,      /* cluster: ASKING before a command redirected by ASK */
     OP_DEFER_LOOKUP, /* a lookup failure waiting for the next loop turn */
     OP_DEFER_DONE,  /* an invalidation result waiting for the next loop turn */
 } op_kind_t;
@@ -254,6 +330,9 @@ typedef struct op {
     bool last;              /* OP_SETUP: its success completes the set-up */
     bool is_publish;        /* OP_ITEM: an acknowledged PUBLISH is counted */
     bool is_incr;           /* OP_ITEM: the INCR (an error reply triggers a repair) */
+    bool is_wait;           /* OP_ITEM: WAIT for the replica (fewer acks: the item failed) */
+    unsigned redirects;     /* cluster: MOVED / ASK followed so far */
+    struct cmdcopy *cmd;    /* cluster: the command, kept to resend it on MOVED / ASK */
     mizan_redis_lookup_cb lookup_cb; /* OP_LOOKUP, OP_DEFER_LOOKUP */
     mizan_redis_done_cb done_cb;     /* OP_DEFER_DONE */
     void *arg;
@@ -271,6 +350,8 @@ struct batch {
     size_t outstanding;   /* commands sent and not yet answered */
     mizan_redis_done_cb cb; /* not replay: the caller's callback */
     void *arg;
+    long long give_up_at; /* cluster: until then failed items wait for a failover (monotonic ms) */
+    struct batch *next_wait; /* cluster: the router's waiting batches */
 };
 
 #define NSPARE 8
@@ -308,12 +389,62 @@ struct mizan_redis {
     void *msg_arg;
 
     struct mizan_redis *next_conn; /* shared->conns, under shared->lock */
+
+    char host[256]; /* the address this connection dials */
+    int port;
+    int seed_next;  /* cluster subscription: the URL node to try next */
+
+    struct mizan_redis *router; /* cluster node connection: the router it serves */
+    int replicas;   /* cluster node: replicas the last slot map listed for it */
+    bool owner;     /* cluster node: the last slot map gives it slots */
+    struct cluster *cl; /* a cluster router: its nodes and slot map */
+};
+
+#define NSLOTS 16384
+#define NO_NODE 0xFFFFu
+#define MAX_NODES 64
+#define MAX_REDIRECTS 5
+#define REFRESH_IDLE_MS 5000 /* slot map refresh while everything is fine */
+#define REFRESH_SICK_MS 250  /* ... while an owning node is down or a replay waits */
+
+
+/* A command kept whole so that it can be sent again: one allocation. */
+typedef struct cmdcopy {
+    int argc;
+    const char *argv[6];
+    size_t lens[6];
+} cmdcopy_t;
+
+/* A router's view of the cluster (loop thread only). */
+struct cluster {
+    mizan_redis_t *nodes[MAX_NODES]; /* node connections, never removed before the router is freed */
+    size_t nnodes;
+    uint16_t slots[NSLOTS]; /* index in nodes of each slot's master, NO_NODE when unknown */
+    bool map_ok;            /* a slot map was applied */
+    bool refreshing;        /* a CLUSTER SLOTS is in flight */
+    bool replay_hold;       /* a replay failed: retry after the next slot map */
+    long long refresh_due;  /* monotonic ms of the scheduled refresh, 0 when none */
+    batch_t *waiting;       /* invalidations held until their slots have a master again */
+    size_t probe;           /* where the next refresh starts looking for a node */
+    size_t prefer;          /* a node to ask first (the target of the last MOVED), or NO_NODE */
+    bool prune;             /* drop the connections the new slot map does not need (from the kick) */
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static int send_op(mizan_redis_t *r, op_t *op, int argc, const char **argv, const size_t *lens);
 static void conn_lost(mizan_redis_t *r, const char *why);
 static void maybe_replay(mizan_redis_t *r);
+static void router_node_changed(mizan_redis_t *router, mizan_redis_t *node, bool up);
+static void router_refresh_in(mizan_redis_t *router, int ms);
+static void router_refresh(mizan_redis_t *router);
+static void router_prune(mizan_redis_t *router);
+static bool router_usable(const mizan_redis_t *router);
+static mizan_redis_t *route(mizan_redis_t *router, const char *key);
+static void router_apply_slots(mizan_redis_t *router, mizan_redis_t *from, const redisReply *reply);
+static bool try_redirect(op_t *op, const redisReply *reply);
+static int send_routed(mizan_redis_t *node, op_t *op, int argc, const char **argv, const size_t *lens);
+static mizan_redis_t *conn_new(struct event_base *base, mizan_redis_shared_t *s, conn_kind_t kind);
+static void conn_start(mizan_redis_t *r);
 
 /* ------------------------------------------------------------------------ */
 /* Shared state and the replay queue                                        */
@@ -343,6 +474,7 @@ mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeou
     s->timeout_ms = command_timeout_ms;
     s->backoff_min_ms = 100;
     s->backoff_max_ms = 5000;
+    s->failover_wait_ms = 10000;
     atomic_init(&s->npending, 0);
     atomic_init(&s->connections_up, 0);
     atomic_init(&s->reconnects, 0);
@@ -350,6 +482,9 @@ mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeou
     atomic_init(&s->published, 0);
     atomic_init(&s->messages, 0);
     atomic_init(&s->repaired, 0);
+    atomic_init(&s->moved, 0);
+    atomic_init(&s->asked, 0);
+    atomic_init(&s->refreshes, 0);
     return s;
 }
 
@@ -361,6 +496,11 @@ void mizan_redis_shared_set_backoff(mizan_redis_shared_t *s, int min_ms, int max
         max_ms = min_ms;
     s->backoff_min_ms = min_ms;
     s->backoff_max_ms = max_ms;
+}
+
+void mizan_redis_shared_set_failover_wait(mizan_redis_shared_t *s, int ms)
+{
+    s->failover_wait_ms = ms > 0 ? ms : 0;
 }
 
 void mizan_redis_shared_free(mizan_redis_shared_t *s)
@@ -389,6 +529,9 @@ void mizan_redis_shared_stats(mizan_redis_shared_t *s, mizan_redis_stats_t *out)
     out->published = atomic_load(&s->published);
     out->messages = atomic_load(&s->messages);
     out->repaired = atomic_load(&s->repaired);
+    out->moved = atomic_load(&s->moved);
+    out->asked = atomic_load(&s->asked);
+    out->refreshes = atomic_load(&s->refreshes);
 }
 
 bool mizan_redis_shared_pending(mizan_redis_shared_t *s)
@@ -683,6 +826,8 @@ bool mizan_redis_usable(const mizan_redis_t *r)
         return false;
     if (r->kind == KIND_SUB)
         return true;
+    if (r->cl != NULL)
+        return router_usable(r);
     return r->replay == NULL && atomic_load(&r->shared->npending) == 0;
 }
 
@@ -756,17 +901,27 @@ static void conn_lost(mizan_redis_t *r, const char *why)
     r->backoff_ms = r->backoff_ms > s->backoff_max_ms / 2 ? s->backoff_max_ms : r->backoff_ms * 2;
     if (was_up) {
         mizan_log(MIZAN_LOG_WARN, "redis: %s connection to %s:%d lost (%s); reconnecting", kind_name(r),
-                  s->url.host, s->url.port, why);
+                  r->host, r->port, why);
         r->fails = 1;
     } else {
         mizan_log(r->fails == 0 ? MIZAN_LOG_WARN : MIZAN_LOG_DEBUG,
-                  "redis: %s connection to %s:%d failed (%s); retrying in %d ms", kind_name(r), s->url.host,
-                  s->url.port, why, delay);
+                  "redis: %s connection to %s:%d failed (%s); retrying in %d ms", kind_name(r), r->host,
+                  r->port, why, delay);
         r->fails++;
+    }
+    if (r->kind == KIND_SUB && s->url.cluster) {
+        /* The node may be gone for good (a failed master): try the next one. */
+        r->seed_next = (r->seed_next + 1) % s->url.nseeds;
+        snprintf(r->host, sizeof(r->host), "%s", s->url.seeds[r->seed_next].host);
+        r->port = s->url.seeds[r->seed_next].port;
+        if (was_up)
+            delay = 0;
     }
     struct timeval tv = ms_tv(delay);
     evtimer_add(r->retry, &tv);
     update_usable(r);
+    if (r->router != NULL)
+        router_node_changed(r->router, r, false);
 }
 
 /* The last set-up reply arrived: r is up (and replays the queue first). */
@@ -783,14 +938,17 @@ static void setup_done(mizan_redis_t *r)
     if (r->ever_ready)
         atomic_fetch_add(&s->reconnects, 1);
     if (r->kind == KIND_SUB)
-        mizan_log(MIZAN_LOG_INFO, "redis: subscription connection to %s:%d %s; subscribed to %s", s->url.host,
-                  s->url.port, r->ever_ready ? "re-established" : "established", r->channel);
+        mizan_log(MIZAN_LOG_INFO, "redis: subscription connection to %s:%d %s; subscribed to %s", r->host,
+                  r->port, r->ever_ready ? "re-established" : "established", r->channel);
     else
-        mizan_log(MIZAN_LOG_INFO, "redis: command connection to %s:%d db %d %s", s->url.host, s->url.port,
-                  s->url.db, r->ever_ready ? "re-established" : "established");
+        mizan_log(r->router != NULL && !r->ever_ready ? MIZAN_LOG_DEBUG : MIZAN_LOG_INFO,
+                  "redis: command connection to %s:%d db %d %s", r->host, r->port, s->url.db,
+                  r->ever_ready ? "re-established" : "established");
     r->ever_ready = true;
     maybe_replay(r);
     update_usable(r);
+    if (r->router != NULL)
+        router_node_changed(r->router, r, true);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -802,43 +960,81 @@ static void setup_done(mizan_redis_t *r)
  * be queued marks its item failed and dooms the connection (so the rest are
  * not tried).
  */
+enum { STEP_INCR, STEP_EXPIRE, STEP_WAIT, STEP_PUBLISH, NSTEPS };
+
+/*
+ * Sends one step of item it of b on c (a plain connection, or a cluster node
+ * whose INCR / EXPIRE are kept for MOVED / ASK). 0, or -1 when it could not
+ * be queued: the item is then failed and c doomed.
+ */
+static int send_item_step(mizan_redis_t *c, batch_t *b, qitem_t *it, int step)
+{
+    char ttl[16], wait_ms[16];
+    snprintf(ttl, sizeof(ttl), "%d", it->expire_s);
+    /* WAIT stays well inside the command timeout, so the commands behind it
+     * on the connection are not timed out by a slow replica. */
+    snprintf(wait_ms, sizeof(wait_ms), "%d", c->shared->timeout_ms / 2 > 0 ? c->shared->timeout_ms / 2 : 1);
+    const char *argv[NSTEPS][3] = {
+        {"INCR", it->rev_key, NULL},
+        {"EXPIRE", it->rev_key, ttl},
+        {"WAIT", "1", wait_ms},
+        {"PUBLISH", it->channel, it->event},
+    };
+    size_t lens[NSTEPS][3] = {
+        {4, strlen(it->rev_key), 0},
+        {6, strlen(it->rev_key), strlen(ttl)},
+        {4, 1, strlen(wait_ms)},
+        {7, strlen(it->channel), it->event_len},
+    };
+    static const int argc[NSTEPS] = {2, 3, 3, 3};
+    op_t *op = op_new(c, OP_ITEM);
+    if (op != NULL) {
+        op->batch = b;
+        op->item = it;
+        op->is_publish = (step == STEP_PUBLISH);
+        op->is_incr = (step == STEP_INCR);
+        op->is_wait = (step == STEP_WAIT);
+    }
+    bool keep = c->router != NULL && (step == STEP_INCR || step == STEP_EXPIRE);
+    if (op == NULL || (keep ? send_routed(c, op, argc[step], argv[step], lens[step])
+                            : send_op(c, op, argc[step], argv[step], lens[step])) != 0) {
+        free(op);
+        it->failed = true;
+        request_kill(c, "could not queue a command");
+        return -1;
+    }
+    b->outstanding++;
+    return 0;
+}
+
+/*
+ * Sends INCR / EXPIRE / (cluster: WAIT) / PUBLISH for every item of b, each
+ * item on the owner of its key's slot when r is a cluster router. A command
+ * that cannot be queued marks its item failed and dooms its connection (so
+ * the rest are not tried there); an item whose owner is not connected is
+ * failed without sending anything.
+ */
 static void send_items(mizan_redis_t *r, batch_t *b)
 {
     for (qitem_t *it = b->head; it != NULL; it = it->next) {
-        char ttl[16];
-        snprintf(ttl, sizeof(ttl), "%d", it->expire_s);
-        const char *argv[3][3] = {
-            {"INCR", it->rev_key, NULL},
-            {"EXPIRE", it->rev_key, ttl},
-            {"PUBLISH", it->channel, it->event},
-        };
-        size_t lens[3][3] = {
-            {4, strlen(it->rev_key), 0},
-            {6, strlen(it->rev_key), strlen(ttl)},
-            {7, strlen(it->channel), it->event_len},
-        };
-        int argc[3] = {2, 3, 3};
-        for (int step = 0; step < 3; step++) {
-            if (step == 1 && it->expire_s <= 0)
+        mizan_redis_t *c = r->cl != NULL ? route(r, it->rev_key) : r;
+        if (c == NULL) {
+            it->failed = true;
+            continue;
+        }
+        for (int step = 0; step < NSTEPS; step++) {
+            if (step == STEP_EXPIRE && it->expire_s <= 0)
                 continue;
-            if (r->state != ST_READY) {
+            /* A master with a replica acknowledges an increment only once
+             * the replica has it: a failover cannot take it back. */
+            if (step == STEP_WAIT && (c->router == NULL || c->replicas <= 0))
+                continue;
+            if (c->state != ST_READY) {
                 it->failed = true;
                 break;
             }
-            op_t *op = op_new(r, OP_ITEM);
-            if (op != NULL) {
-                op->batch = b;
-                op->item = it;
-                op->is_publish = (step == 2);
-                op->is_incr = (step == 0);
-            }
-            if (op == NULL || send_op(r, op, argc[step], argv[step], lens[step]) != 0) {
-                free(op);
-                it->failed = true;
-                request_kill(r, "could not queue a command");
+            if (send_item_step(c, b, it, step) != 0)
                 break;
-            }
-            b->outstanding++;
         }
     }
 }
@@ -867,6 +1063,19 @@ static void batch_finish(batch_t *b)
         }
     }
 
+    if (!b->replay && nfail > 0 && r->cl != NULL && r->state != ST_FREEING && now_ms() < b->give_up_at) {
+        /* A cluster node failed: hold the failed items (and the mutation's
+         * answer) until a replica takes the slots over, rather than
+         * acknowledge a write that another instance could not see. */
+        b->head = fhead;
+        b->tail = ftail;
+        b->n = nfail;
+        b->outstanding = 0;
+        b->next_wait = r->cl->waiting;
+        r->cl->waiting = b;
+        router_refresh_in(r, REFRESH_SICK_MS);
+        return;
+    }
     if (!b->replay) {
         mizan_redis_done_cb cb = b->cb;
         void *arg = b->arg;
@@ -899,8 +1108,14 @@ static void batch_finish(batch_t *b)
     atomic_fetch_add(&s->replayed, (long long)nok);
     mizan_log(nfail > 0 ? MIZAN_LOG_WARN : MIZAN_LOG_INFO,
               "redis: replayed %zu queued invalidation(s)%s", nok, nfail > 0 ? "; some failed and stay queued" : "");
-    if (nfail > 0)
+    if (nfail > 0 && r->cl != NULL) {
+        /* An owner may be gone (failover under way): ask for the map again
+         * and replay after it arrives, instead of retrying at once. */
+        r->cl->replay_hold = true;
+        router_refresh_in(r, REFRESH_SICK_MS);
+    } else if (nfail > 0) {
         request_kill(r, "replay failed");
+    }
     maybe_replay(r);
     update_usable(r);
 }
@@ -908,7 +1123,11 @@ static void batch_finish(batch_t *b)
 /* When r is up and the queue has items, takes them all and replays them. */
 static void maybe_replay(mizan_redis_t *r)
 {
-    if (r->kind != KIND_CMD || r->state != ST_READY || r->replay != NULL)
+    if (r->kind != KIND_CMD || r->state != ST_READY || r->replay != NULL || r->router != NULL)
+        return;
+    /* A router replays when every owning node is up and no failed replay
+     * waits for a fresher slot map. */
+    if (r->cl != NULL && (r->cl->replay_hold || !r->cl->map_ok))
         return;
     mizan_redis_shared_t *s = r->shared;
     if (atomic_load(&s->npending) == 0)
@@ -993,8 +1212,8 @@ static void setup_refused(mizan_redis_t *r, const redisReply *reply)
     const char *msg = reply->str != NULL ? reply->str : "";
     if (pw[0] != '\0' && strstr(msg, pw) != NULL)
         msg = "(server message withheld: it contains the password)";
-    mizan_log(MIZAN_LOG_WARN, "redis: %s connection set-up refused by %s:%d: %s", kind_name(r),
-              r->shared->url.host, r->shared->url.port, msg);
+    mizan_log(MIZAN_LOG_WARN, "redis: %s connection set-up refused by %s:%d: %s", kind_name(r), r->host, r->port,
+              msg);
     request_kill(r, "set-up refused");
 }
 
@@ -1033,6 +1252,10 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     }
     if (op->linked)
         ops_unlink(r, op);
+    /* A cluster node answered MOVED or ASK: the command goes to the node
+     * named, and op lives on there. */
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && op->cmd != NULL && try_redirect(op, reply))
+        return;
     /* A NULL reply on our live context: hiredis is tearing it down, and
      * on_disconnect / on_connect will say so; stop being usable now. */
     if (reply == NULL && current && r->state != ST_FREEING)
@@ -1097,6 +1320,13 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
             if (reply != NULL)
                 mizan_log(MIZAN_LOG_WARN, "redis: invalidation command failed: %s", reply->str);
             op->item->failed = true;
+        } else if (op->is_wait && (reply->type != REDIS_REPLY_INTEGER || reply->integer < 1)) {
+            /* Only the master has the increment: a failover now could undo it. */
+            mizan_log(MIZAN_LOG_WARN, "redis: the replica of %s:%d did not confirm an invalidation in time; "
+                                      "queued for replay", r->host, r->port);
+            op->item->failed = true;
+            if (r->router != NULL)
+                router_refresh_in(r->router, REFRESH_SICK_MS);
         } else if (op->is_publish) {
             atomic_fetch_add(&r->shared->published, 1);
         }
@@ -1104,11 +1334,22 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
             batch_finish(b);
         break;
     }
+    case OP_SLOTS:
+        if (r->router != NULL && r->router->state != ST_FREEING) {
+            r->router->cl->refreshing = false;
+            if (reply != NULL && reply->type == REDIS_REPLY_ARRAY)
+                router_apply_slots(r->router, r, reply);
+            else
+                router_refresh_in(r->router, REFRESH_SICK_MS);
+        }
+        break;
+    case OP_ASKING:
     case OP_SUB:
     case OP_DEFER_LOOKUP:
     case OP_DEFER_DONE:
         break;
     }
+    free(op->cmd);
     free(op);
 }
 
@@ -1198,9 +1439,8 @@ static int send_setup(mizan_redis_t *r)
 
 static void start_connect(mizan_redis_t *r)
 {
-    const mizan_redis_url_t *u = &r->shared->url;
     char why[160];
-    redisAsyncContext *ac = redisAsyncConnect(u->host, u->port);
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
     if (ac == NULL) {
         conn_lost(r, "out of memory");
         return;
@@ -1235,7 +1475,9 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     mizan_redis_t *r = arg;
-    if (r->state == ST_WAIT)
+    if (r->cl != NULL)
+        router_refresh(r); /* a router's retry timer paces its slot map refreshes */
+    else if (r->state == ST_WAIT)
         start_connect(r);
 }
 
@@ -1266,8 +1508,463 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             kill_now(r, r->kill_why);
     }
     deliver_deferred(r);
+    if (r->cl != NULL && r->cl->prune)
+        router_prune(r);
     maybe_replay(r);
     update_usable(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Redis Cluster: slots, the slot map, routing and redirections             */
+/* ------------------------------------------------------------------------ */
+
+/* CRC16-CCITT (XMODEM: polynomial 0x1021, initial value 0), as Redis Cluster uses. */
+static unsigned crc16(const char *buf, size_t len)
+{
+    unsigned crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (unsigned)(unsigned char)buf[i] << 8;
+        for (int b = 0; b < 8; b++)
+            crc = (crc & 0x8000u) ? ((crc << 1) ^ 0x1021u) & 0xFFFFu : (crc << 1) & 0xFFFFu;
+    }
+    return crc;
+}
+
+unsigned mizan_redis_key_slot(const char *key, size_t len)
+{
+    const char *open = memchr(key, '{', len);
+    if (open != NULL) {
+        size_t rest = len - (size_t)(open - key) - 1;
+        const char *close = memchr(open + 1, '}', rest);
+        if (close != NULL && close > open + 1)
+            return crc16(open + 1, (size_t)(close - open - 1)) & (NSLOTS - 1);
+    }
+    return crc16(key, len) & (NSLOTS - 1);
+}
+
+/* The connected owner of key's slot, or NULL (no map, no owner, owner down). */
+static mizan_redis_t *route(mizan_redis_t *router, const char *key)
+{
+    struct cluster *cl = router->cl;
+    if (!cl->map_ok)
+        return NULL;
+    unsigned idx = cl->slots[mizan_redis_key_slot(key, strlen(key))];
+    if (idx == NO_NODE)
+        return NULL;
+    mizan_redis_t *node = cl->nodes[idx];
+    return node->state == ST_READY ? node : NULL;
+}
+
+/* send_op, keeping a copy of the command on op to resend it after MOVED / ASK. */
+static int send_routed(mizan_redis_t *node, op_t *op, int argc, const char **argv, const size_t *lens)
+{
+    size_t total = sizeof(cmdcopy_t);
+    for (int i = 0; i < argc; i++) {
+        if (lens[i] > SIZE_MAX - total - 1)
+            return -1;
+        total += lens[i] + 1;
+    }
+    cmdcopy_t *c = malloc(total);
+    if (c == NULL)
+        return -1;
+    char *p = (char *)(c + 1);
+    c->argc = argc;
+    for (int i = 0; i < argc; i++) {
+        memcpy(p, argv[i], lens[i]);
+        p[lens[i]] = '\0';
+        c->argv[i] = p;
+        c->lens[i] = lens[i];
+        p += lens[i] + 1;
+    }
+    op->cmd = c;
+    if (send_op(node, op, argc, argv, lens) != 0) {
+        op->cmd = NULL;
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* The router's connection to host:port, made (and started) when new; NULL at the limit. */
+static mizan_redis_t *node_get(mizan_redis_t *router, const char *host, int port, size_t *idx_out)
+{
+    struct cluster *cl = router->cl;
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        if (cl->nodes[i]->port == port && strcmp(cl->nodes[i]->host, host) == 0) {
+            *idx_out = i;
+            return cl->nodes[i];
+        }
+    }
+    if (cl->nnodes == MAX_NODES || strlen(host) >= sizeof(router->host)) {
+        mizan_log(MIZAN_LOG_WARN, "redis: cluster node %s:%d ignored (more than %d nodes, or a bad address)", host,
+                  port, MAX_NODES);
+        return NULL;
+    }
+    mizan_redis_t *node = conn_new(router->base, router->shared, KIND_CMD);
+    if (node == NULL)
+        return NULL;
+    snprintf(node->host, sizeof(node->host), "%s", host);
+    node->port = port;
+    node->router = router;
+    *idx_out = cl->nnodes;
+    cl->nodes[cl->nnodes++] = node;
+    conn_start(node);
+    return node;
+}
+
+/* Whether every node the map gives slots to is connected and set up. */
+static bool owners_up(const mizan_redis_t *router)
+{
+    const struct cluster *cl = router->cl;
+    if (!cl->map_ok)
+        return false;
+    for (size_t i = 0; i < cl->nnodes; i++)
+        if (cl->nodes[i]->owner && cl->nodes[i]->state != ST_READY)
+            return false;
+    return true;
+}
+
+/*
+ * A router is usable once it has a slot map and nothing is queued: a node
+ * that is down only makes the lookups of its own slots fail (computed,
+ * BYPASS) while its replica takes over, and the mutations whose
+ * invalidations land there wait for it, so no instance has anything queued
+ * and /readyz stays 200 through a failover.
+ */
+static bool router_usable(const mizan_redis_t *router)
+{
+    return router->state == ST_READY && router->cl->map_ok && router->replay == NULL &&
+           atomic_load(&router->shared->npending) == 0;
+}
+
+/*
+ * Sends the held invalidations again when every owner is up; gives up on
+ * those past their time (queued for replay, reported with rc 1), and on all
+ * of them when give_up is set (the router is being freed).
+ */
+static void router_retry_waiting(mizan_redis_t *router, bool give_up)
+{
+    batch_t *list = router->cl->waiting;
+    router->cl->waiting = NULL;
+    long long now = now_ms();
+    bool up = !give_up && owners_up(router);
+    while (list != NULL) {
+        batch_t *b = list;
+        list = b->next_wait;
+        b->next_wait = NULL;
+        if (give_up || now >= b->give_up_at) {
+            b->give_up_at = 0;
+            for (qitem_t *it = b->head; it != NULL; it = it->next)
+                it->failed = true;
+            batch_finish(b);
+        } else if (up) {
+            send_items(router, b);
+            if (b->outstanding == 0)
+                batch_finish(b);
+        } else {
+            b->next_wait = router->cl->waiting;
+            router->cl->waiting = b;
+        }
+    }
+}
+
+/* Schedules a slot map refresh within ms (an earlier one already due stays). */
+static void router_refresh_in(mizan_redis_t *router, int ms)
+{
+    struct cluster *cl = router->cl;
+    if (router->state == ST_FREEING)
+        return;
+    long long due = now_ms() + ms;
+    if (cl->refresh_due != 0 && cl->refresh_due <= due)
+        return;
+    cl->refresh_due = due;
+    struct timeval tv = ms_tv(ms);
+    evtimer_add(router->retry, &tv);
+}
+
+/* Sends CLUSTER SLOTS to a connected node (in turn), or retries soon when none is. */
+static void router_refresh(mizan_redis_t *router)
+{
+    struct cluster *cl = router->cl;
+    cl->refresh_due = 0;
+    if (router->state == ST_FREEING)
+        return;
+    router_retry_waiting(router, false);
+    if (cl->waiting != NULL)
+        router_refresh_in(router, REFRESH_SICK_MS);
+    if (cl->refreshing)
+        return;
+    /* The target of a MOVED knows its new slot first: gossip may not have
+     * reached the others yet. */
+    if (cl->prefer != NO_NODE && cl->prefer < cl->nnodes && cl->nodes[cl->prefer]->state == ST_READY) {
+        mizan_redis_t *node = cl->nodes[cl->prefer];
+        op_t *op = op_new(node, OP_SLOTS);
+        const char *argv[2] = {"CLUSTER", "SLOTS"};
+        size_t lens[2] = {7, 5};
+        cl->prefer = NO_NODE;
+        if (op != NULL && send_op(node, op, 2, argv, lens) == 0) {
+            cl->refreshing = true;
+            return;
+        }
+        free(op);
+    }
+    for (size_t k = 0; k < cl->nnodes; k++) {
+        mizan_redis_t *node = cl->nodes[(cl->probe + k) % cl->nnodes];
+        if (node->state != ST_READY)
+            continue;
+        cl->probe = (cl->probe + k + 1) % cl->nnodes;
+        op_t *op = op_new(node, OP_SLOTS);
+        const char *argv[2] = {"CLUSTER", "SLOTS"};
+        size_t lens[2] = {7, 5};
+        if (op != NULL && send_op(node, op, 2, argv, lens) == 0) {
+            cl->refreshing = true;
+            return;
+        }
+        free(op);
+    }
+    /* Nothing connected: the URL's nodes again (connections to them may
+     * have been dropped as unneeded). */
+    for (int i = 0; i < router->shared->url.nseeds; i++) {
+        size_t idx;
+        (void)node_get(router, router->shared->url.seeds[i].host, router->shared->url.seeds[i].port, &idx);
+    }
+    router_refresh_in(router, REFRESH_SICK_MS);
+}
+
+/*
+ * Frees the connections to nodes that own no slot and have nothing in
+ * flight (replicas, the URL's nodes once the map is known, a failed master
+ * after the failover), so that there is one connection per master per loop
+ * and the node table does not fill up as nodes come and go. Runs from the
+ * router's kick, never inside a hiredis callback.
+ */
+static void router_prune(mizan_redis_t *router)
+{
+    struct cluster *cl = router->cl;
+    cl->prune = false;
+    if (router->state == ST_FREEING || !cl->map_ok)
+        return;
+    uint16_t remap[MAX_NODES];
+    size_t kept = 0;
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        mizan_redis_t *node = cl->nodes[i];
+        if (node->owner || node->ops_head != NULL || i == cl->prefer) {
+            remap[i] = (uint16_t)kept;
+            cl->nodes[kept++] = node;
+        } else {
+            remap[i] = NO_NODE;
+            mizan_redis_free(node);
+        }
+    }
+    if (kept == cl->nnodes)
+        return;
+    for (size_t sl = 0; sl < NSLOTS; sl++)
+        if (cl->slots[sl] != NO_NODE)
+            cl->slots[sl] = remap[cl->slots[sl]];
+    cl->prefer = cl->prefer != NO_NODE && cl->prefer < cl->nnodes ? remap[cl->prefer] : NO_NODE;
+    cl->nnodes = kept;
+    cl->probe = 0;
+}
+
+/* A node connection came up or went down. */
+static void router_node_changed(mizan_redis_t *router, mizan_redis_t *node, bool up)
+{
+    if (router->state == ST_FREEING)
+        return;
+    if (up) {
+        if (!router->cl->map_ok || router->cl->refresh_due == 0)
+            router_refresh_in(router, router->cl->map_ok ? REFRESH_IDLE_MS : 0);
+        router_retry_waiting(router, false);
+        maybe_replay(router);
+    } else if (node->owner || !router->cl->map_ok) {
+        /* Its slots may have moved to a promoted replica. */
+        router_refresh_in(router, REFRESH_SICK_MS);
+    }
+    update_usable(router);
+}
+
+/* A string element of a CLUSTER SLOTS node entry, or NULL. */
+static const char *elem_str(const redisReply *e)
+{
+    return e != NULL && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) ? e->str : NULL;
+}
+
+/*
+ * Applies a CLUSTER SLOTS reply: [[start, end, [host, port, id...],
+ * [replica...]...]...]. An empty host means the node that answered. The
+ * map is replaced whole; connections to new masters are made at once.
+ */
+static void router_apply_slots(mizan_redis_t *router, mizan_redis_t *from, const redisReply *reply)
+{
+    struct cluster *cl = router->cl;
+    uint16_t *slots = malloc(sizeof(cl->slots));
+    if (slots == NULL) {
+        router_refresh_in(router, REFRESH_SICK_MS);
+        return;
+    }
+    for (size_t i = 0; i < NSLOTS; i++)
+        slots[i] = NO_NODE;
+    bool owner[MAX_NODES] = {false};
+    int replicas[MAX_NODES] = {0};
+    size_t covered = 0;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[0]->type != REDIS_REPLY_INTEGER ||
+            e->element[1]->type != REDIS_REPLY_INTEGER || e->element[2]->type != REDIS_REPLY_ARRAY ||
+            e->element[2]->elements < 2 || e->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+            continue;
+        long long lo = e->element[0]->integer, hi = e->element[1]->integer;
+        const char *host = elem_str(e->element[2]->element[0]);
+        long long port = e->element[2]->element[1]->integer;
+        if (lo < 0 || hi >= NSLOTS || lo > hi || host == NULL || strcmp(host, "?") == 0 || port < 1 || port > 65535)
+            continue;
+        if (host[0] == '\0')
+            host = from->host;
+        size_t idx;
+        if (node_get(router, host, (int)port, &idx) == NULL)
+            continue;
+        owner[idx] = true;
+        replicas[idx] = (int)e->elements - 3;
+        for (long long sl = lo; sl <= hi; sl++)
+            slots[sl] = (uint16_t)idx;
+        covered += (size_t)(hi - lo + 1);
+    }
+    memcpy(cl->slots, slots, sizeof(cl->slots));
+    free(slots);
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        cl->nodes[i]->owner = owner[i];
+        cl->nodes[i]->replicas = replicas[i];
+    }
+    if (!cl->map_ok)
+        mizan_log(MIZAN_LOG_INFO, "redis: cluster slot map from %s:%d: %zu of %d slots covered, %zu node(s)",
+                  from->host, from->port, covered, NSLOTS, cl->nnodes);
+    cl->map_ok = true;
+    cl->replay_hold = false;
+    router->state = ST_READY;
+    atomic_fetch_add(&router->shared->refreshes, 1);
+    router_refresh_in(router, owners_up(router) && covered == NSLOTS ? REFRESH_IDLE_MS : REFRESH_SICK_MS);
+    router_retry_waiting(router, false);
+    maybe_replay(router);
+    update_usable(router);
+    if (owners_up(router)) {
+        cl->prune = true;
+        event_active(router->kick, EV_TIMEOUT, 1);
+    }
+}
+
+/* Parses "MOVED <slot> <host>:<port>" / "ASK ..."; 1 moved, 2 ask, 0 neither. */
+static int parse_redirect(const char *msg, unsigned *slot, char *host, size_t hostcap, int *port)
+{
+    int kind;
+    if (strncmp(msg, "MOVED ", 6) == 0) {
+        kind = 1;
+        msg += 6;
+    } else if (strncmp(msg, "ASK ", 4) == 0) {
+        kind = 2;
+        msg += 4;
+    } else {
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long sl = strtoul(msg, &end, 10);
+    if (errno != 0 || end == msg || *end != ' ' || sl >= NSLOTS)
+        return 0;
+    const char *addr = end + 1;
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || (size_t)(colon - addr) >= hostcap)
+        return 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || p < 1 || p > 65535)
+        return 0;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *slot = (unsigned)sl;
+    *port = (int)p;
+    return kind;
+}
+
+/*
+ * A node answered op's command with MOVED or ASK: sends it again to the node
+ * named (after ASKING for ASK; a MOVED also updates the map and asks for a
+ * fresh one). true when op was sent (it now belongs to that node); false
+ * when the error stands (op is still the caller's).
+ */
+static bool try_redirect(op_t *op, const redisReply *reply)
+{
+    mizan_redis_t *from = op->r;
+    mizan_redis_t *router = from->router;
+    if (router == NULL || router->state == ST_FREEING || from->state == ST_FREEING || reply->str == NULL)
+        return false;
+    unsigned slot;
+    int port;
+    char host[256];
+    int kind = parse_redirect(reply->str, &slot, host, sizeof(host), &port);
+    if (kind == 0 || op->redirects >= MAX_REDIRECTS)
+        return false;
+    size_t idx;
+    mizan_redis_t *to = node_get(router, host, port, &idx);
+    if (kind == 1) {
+        atomic_fetch_add(&router->shared->moved, 1);
+        if (to != NULL) {
+            router->cl->slots[slot] = (uint16_t)idx;
+            router->cl->prefer = idx;
+            to->owner = true;
+        }
+        router_refresh_in(router, 0);
+    } else {
+        atomic_fetch_add(&router->shared->asked, 1);
+    }
+    if (to == NULL || to->state != ST_READY)
+        return false;
+    if (kind == 2) {
+        op_t *asking = op_new(to, OP_ASKING);
+        const char *argv[1] = {"ASKING"};
+        size_t lens[1] = {6};
+        if (asking == NULL || send_op(to, asking, 1, argv, lens) != 0) {
+            free(asking);
+            return false;
+        }
+    }
+    op->r = to;
+    op->redirects++;
+    if (send_op(to, op, op->cmd->argc, op->cmd->argv, op->cmd->lens) != 0) {
+        op->r = from;
+        return false;
+    }
+    if (op->kind == OP_ITEM && op->is_incr) {
+        /* The increment now lands on another node: wait for that node's
+         * replica, and publish again after it (the first event went out
+         * before the increment was applied). */
+        if (to->replicas > 0)
+            (void)send_item_step(to, op->batch, op->item, STEP_WAIT);
+        (void)send_item_step(to, op->batch, op->item, STEP_PUBLISH);
+    }
+    return true;
+}
+
+/* A router on base: seed connections now, the slot map as soon as one is up. */
+static mizan_redis_t *router_new(struct event_base *base, mizan_redis_shared_t *s)
+{
+    mizan_redis_t *r = conn_new(base, s, KIND_CMD);
+    if (r == NULL)
+        return NULL;
+    r->cl = calloc(1, sizeof(*r->cl));
+    if (r->cl == NULL) {
+        event_free(r->timer);
+        event_free(r->retry);
+        event_free(r->kick);
+        free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < NSLOTS; i++)
+        r->cl->slots[i] = NO_NODE;
+    r->cl->prefer = NO_NODE;
+    for (int i = 0; i < s->url.nseeds; i++) {
+        size_t idx;
+        (void)node_get(r, s->url.seeds[i].host, s->url.seeds[i].port, &idx);
+    }
+    return r;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1284,6 +1981,8 @@ static mizan_redis_t *conn_new(struct event_base *base, mizan_redis_shared_t *s,
     r->kind = kind;
     r->state = ST_WAIT;
     r->backoff_ms = s->backoff_min_ms;
+    snprintf(r->host, sizeof(r->host), "%s", s->url.host);
+    r->port = s->url.port;
     r->rng = ((uint64_t)(uintptr_t)r ^ (uint64_t)now_ms() * 0x9e3779b97f4a7c15ULL) | 1u;
     r->timer = evtimer_new(base, on_timeout, r);
     r->retry = evtimer_new(base, on_retry, r);
@@ -1310,14 +2009,15 @@ static void conn_start(mizan_redis_t *r)
 
 mizan_redis_t *mizan_redis_new(struct event_base *base, mizan_redis_shared_t *shared)
 {
-    mizan_redis_t *r = conn_new(base, shared, KIND_CMD);
+    mizan_redis_t *r = shared->url.cluster ? router_new(base, shared) : conn_new(base, shared, KIND_CMD);
     if (r == NULL)
         return NULL;
     pthread_mutex_lock(&shared->lock);
     r->next_conn = shared->conns;
     shared->conns = r;
     pthread_mutex_unlock(&shared->lock);
-    conn_start(r);
+    if (r->cl == NULL)
+        conn_start(r);
     return r;
 }
 
@@ -1363,6 +2063,16 @@ void mizan_redis_free(mizan_redis_t *r)
         r->ac = NULL;
         redisAsyncFree(ac); /* every pending callback fails here */
     }
+    if (r->cl != NULL) {
+        /* Held invalidations are queued and reported; the nodes' pending
+         * callbacks fail here; batches spanning nodes finish with the last
+         * of them (past their wait: they are queued, not held). */
+        router_retry_waiting(r, true);
+        for (size_t i = 0; i < r->cl->nnodes; i++)
+            mizan_redis_free(r->cl->nodes[i]);
+        free(r->cl);
+        r->cl = NULL;
+    }
     while (r->defer_head != NULL)
         deliver_deferred(r);
     if (r->counted_up)
@@ -1377,17 +2087,19 @@ void mizan_redis_free(mizan_redis_t *r)
 void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const char *k3,
                         mizan_redis_lookup_cb cb, void *arg)
 {
-    if (r->kind == KIND_CMD && mizan_redis_usable(r)) {
-        op_t *op = op_new(r, OP_LOOKUP);
+    /* A cluster lookup goes to the owner of the {C} slot all three keys share. */
+    mizan_redis_t *c = r->cl != NULL ? route(r, k1) : r;
+    if (r->kind == KIND_CMD && mizan_redis_usable(r) && c != NULL) {
+        op_t *op = op_new(c, OP_LOOKUP);
         if (op != NULL) {
             op->lookup_cb = cb;
             op->arg = arg;
             const char *argv[4] = {"MGET", k1, k2, k3};
             size_t lens[4] = {4, strlen(k1), strlen(k2), strlen(k3)};
-            if (send_op(r, op, 4, argv, lens) == 0)
+            if ((c != r ? send_routed(c, op, 4, argv, lens) : send_op(c, op, 4, argv, lens)) == 0)
                 return;
             free(op);
-            request_kill(r, "could not queue a command");
+            request_kill(c, "could not queue a command");
         }
     }
     defer_result(r, OP_DEFER_LOOKUP, cb, NULL, arg, -1);
@@ -1395,6 +2107,8 @@ void mizan_redis_lookup(mizan_redis_t *r, const char *k1, const char *k2, const 
 
 void mizan_redis_repair_rev(mizan_redis_t *r, const char *key, int expire_s)
 {
+    if (r->cl != NULL && (r = route(r, key)) == NULL)
+        return;
     if (r->kind != KIND_CMD || r->state != ST_READY)
         return;
     op_t *op = op_new(r, OP_STORE);
@@ -1409,14 +2123,17 @@ void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, siz
 {
     if (ttl_s <= 0 || r->kind != KIND_CMD || !mizan_redis_usable(r))
         return;
-    op_t *op = op_new(r, OP_STORE);
+    mizan_redis_t *c = r->cl != NULL ? route(r, key) : r;
+    if (c == NULL)
+        return;
+    op_t *op = op_new(c, OP_STORE);
     if (op == NULL)
         return;
     char ttl[16];
     snprintf(ttl, sizeof(ttl), "%d", ttl_s);
     const char *argv[5] = {"SET", key, value, "EX", ttl};
     size_t lens[5] = {3, strlen(key), len, 2, strlen(ttl)};
-    if (send_op(r, op, 5, argv, lens) != 0)
+    if ((c != r ? send_routed(c, op, 5, argv, lens) : send_op(c, op, 5, argv, lens)) != 0)
         free(op);
 }
 
@@ -1454,9 +2171,18 @@ void mizan_redis_invalidate(mizan_redis_t *r, const mizan_redis_inval_t *items, 
             b->n = n;
             b->cb = cb;
             b->arg = arg;
+            if (r->cl != NULL)
+                b->give_up_at = now_ms() + r->shared->failover_wait_ms;
             send_items(r, b);
             if (b->outstanding > 0)
                 return; /* batch_finish reports after the last reply */
+            if (r->cl != NULL) {
+                /* Nothing could be sent: wait for the owners (never reports from here). */
+                b->next_wait = r->cl->waiting;
+                r->cl->waiting = b;
+                router_refresh_in(r, REFRESH_SICK_MS);
+                return;
+            }
             free(b);
             for (qitem_t *q = head; q != NULL; q = q->next)
                 q->failed = false;

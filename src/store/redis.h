@@ -19,6 +19,21 @@
  * is late by the command timeout, the connection is torn down (every pending
  * callback fails) and re-established with exponential backoff.
  *
+ * Redis Cluster (a redis-cluster:// URL): the mizan_redis_t a loop gets from
+ * mizan_redis_new is then a router. It holds one ordinary command connection
+ * per cluster node (made as the slot map names them), a copy of the slot map
+ * (CLUSTER SLOTS, refreshed periodically, on MOVED and whenever an owning
+ * node is lost), and sends each command to the owner of its key's slot. A
+ * MOVED reply updates the map and resends the command there; an ASK reply
+ * resends it after ASKING on the target. Every key of one context shares the
+ * {C} hash tag, so a lookup is still one MGET to one node. An invalidation
+ * is INCR / EXPIRE, then WAIT for the master's replica when it has one (an
+ * increment a failover could lose is not acknowledged: it is queued), then
+ * PUBLISH. The replay queue is instance-wide as with one Redis; a replay
+ * routes each item to its slot's current owner. The router is usable when
+ * the map is known, every node owning slots is connected and nothing is
+ * queued. The subscription connects to the URL's nodes in turn.
+ *
  * Consistency rule: an invalidation that could not be applied is queued and
  * replayed (INCR is idempotent enough: applying one twice only
  * over-invalidates). While anything is queued or being replayed, no
@@ -35,10 +50,21 @@
 
 struct event_base;
 
+/** Most nodes a redis-cluster:// URL may list. */
+#define MIZAN_REDIS_MAX_SEEDS 16
+
+/** One host:port of a URL. */
+typedef struct mizan_redis_addr {
+    char host[256];
+    int port;
+} mizan_redis_addr_t;
+
 /**
- * A parsed redis://[user:password@]host[:port][/db] URL. user and password
- * are percent-decoded; host has no brackets (an IPv6 literal is written
- * [::1] in the URL). port defaults to 6379, db to 0.
+ * A parsed redis://[user:password@]host[:port][/db] URL, or
+ * redis-cluster://[user:password@]host[:port],host[:port],... (no db: a
+ * cluster has only db 0). user and password are percent-decoded; host has
+ * no brackets (an IPv6 literal is written [::1] in the URL). port defaults
+ * to 6379, db to 0. host/port are the first (or only) node.
  */
 typedef struct mizan_redis_url {
     char host[256];
@@ -46,6 +72,9 @@ typedef struct mizan_redis_url {
     int db;
     char user[128];     /**< "" when absent */
     char password[256]; /**< "" when absent; never logged */
+    bool cluster;       /**< a redis-cluster:// URL */
+    int nseeds;         /**< cluster: how many nodes the URL lists (>= 1) */
+    mizan_redis_addr_t seeds[MIZAN_REDIS_MAX_SEEDS]; /**< cluster: the nodes, in URL order */
 } mizan_redis_url_t;
 
 /**
@@ -72,6 +101,14 @@ mizan_redis_shared_t *mizan_redis_shared_new(const char *url, int command_timeou
  */
 void mizan_redis_shared_set_backoff(mizan_redis_shared_t *s, int min_ms, int max_ms);
 
+/**
+ * Redis Cluster: how long a mutation's invalidation whose slot has no
+ * reachable master waits for one (a replica taking over) before it is
+ * queued for replay and the mutation acknowledged. Default 10000; 0 queues
+ * at once. Call before any connection is made.
+ */
+void mizan_redis_shared_set_failover_wait(mizan_redis_shared_t *s, int ms);
+
 /** Frees s and anything still queued. Only after every connection is freed. */
 void mizan_redis_shared_free(mizan_redis_shared_t *s);
 
@@ -84,6 +121,9 @@ typedef struct mizan_redis_stats {
     long long published;  /**< PUBLISH commands Redis acknowledged */
     long long messages;   /**< messages received by subscriptions */
     long long repaired;   /**< revision keys overwritten because they held no revision */
+    long long moved;      /**< cluster: MOVED replies followed */
+    long long asked;      /**< cluster: ASK replies followed */
+    long long refreshes;  /**< cluster: slot maps received (CLUSTER SLOTS) */
 } mizan_redis_stats_t;
 
 /** A snapshot of the counters. Any thread. */
@@ -204,5 +244,12 @@ void mizan_redis_invalidate(mizan_redis_t *r, const mizan_redis_inval_t *items, 
 mizan_redis_t *mizan_redis_subscribe(struct event_base *base, mizan_redis_shared_t *shared,
                                      const char *channel,
                                      void (*cb)(void *arg, const char *msg, size_t len), void *arg);
+
+/**
+ * The Redis Cluster hash slot of key (0..16383): CRC16 (XMODEM) of the hash
+ * tag (the bytes between the first '{' and the next '}' when that is not
+ * empty), else of the whole key. Any thread.
+ */
+unsigned mizan_redis_key_slot(const char *key, size_t len);
 
 #endif /* MIZAN_REDIS_H */

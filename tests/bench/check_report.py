@@ -14,9 +14,11 @@ import os
 import sys
 
 UPSTREAM = ["upstream_bundle", "upstream_bundle_cached"]
-WRK = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed"] + UPSTREAM
+WRK = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster",
+       "ctx_post_miss", "mixed", "mixed_redis_cluster"] + UPSTREAM
 ALL = WRK + ["ctx_fanout", "sse_fanout", "connections", "gzip_bundle"]
-CACHED = ["ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_miss", "mixed", "upstream_bundle_cached"]
+CACHED = ["ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster", "ctx_post_miss", "mixed",
+          "mixed_redis_cluster", "upstream_bundle_cached"]
 UPSTREAM_FUNCTIONS = 4
 PCTS = ["p50", "p90", "p99", "p99_9"]
 
@@ -107,13 +109,16 @@ def main(out):
           "upstream_bundle: the upstream service's CPU per bundle")
     per = get("upstream_bundle_cached", "upstream", "calls_per_request")
     check(per is not None and per < 0.01, f"upstream_bundle_cached: cached, no upstream calls ({per})")
-    for name in ("ctx_post_hit_embedded", "ctx_post_hit_redis", "upstream_bundle_cached"):
+    for name in ("ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster", "upstream_bundle_cached"):
         hr = get(name, "cache", "hit_ratio")
         check(hr is not None and hr > 0.9, f"{name}: warmed cache hits (hit ratio {hr})")
     hr = get("ctx_post_miss", "cache", "hit_ratio")
     check(hr is not None and hr < 0.1, f"ctx_post_miss: fetches miss (hit ratio {hr})")
-    check((get("mixed", "checker", "reads_ok") or 0) > 0, "mixed: the checker made write-then-read pairs")
-    check(get("mixed", "checker", "violations") == 0, "mixed: no stale read after an acknowledged write")
+    for name in ("mixed", "mixed_redis_cluster"):
+        check((get(name, "checker", "reads_ok") or 0) > 0, f"{name}: the checker made write-then-read pairs")
+        check(get(name, "checker", "violations") == 0, f"{name}: no stale read after an acknowledged write")
+    for name in ("ctx_post_hit_redis", "ctx_post_hit_redis_cluster"):
+        check(positive(get(name, "gateway", "redis_cpu_s")), f"{name}: Redis CPU measured")
     check(positive(get("ctx_fanout", "gateway", "latency_ms", "p50")), "ctx_fanout: p50 measured")
     check(positive(get("sse_fanout", "gateway", "events_received")), "sse_fanout: events delivered")
     check(get("sse_fanout", "gateway", "latency_from_response_ms", "p99") is not None, "sse_fanout: delivery p99")

@@ -684,8 +684,9 @@ class Run:
         if state not in self.states:
             self.states.append(state)
 
-    def cluster(self, n=3, name="cluster"):
-        """deploy/cluster --detach with this build, owned by this process."""
+    def cluster(self, n=3, name="cluster", redis_cluster=False):
+        """deploy/cluster --detach with this build, owned by this process
+        (with redis_cluster: on a Redis Cluster, --redis-cluster)."""
         need_build()
         state = self.path(name)
         self.track(state)
@@ -694,11 +695,12 @@ class Run:
             port = free_port()
             t0 = now()
             r = subprocess.run([CLUSTER, "--detach", "--bin", BIN_DIR, "--dir", state, "-n", str(n), "-p", str(port),
-                                "--owner", str(os.getpid())], capture_output=True, text=True, timeout=180,
-                               env=clean_env())
+                                "--owner", str(os.getpid())] + (["--redis-cluster"] if redis_cluster else []),
+                               capture_output=True, text=True, timeout=180, env=clean_env())
             took = now() - t0
-            for sub in ["mizan%d/mizand.log" % i for i in range(1, n + 1)] + ["haproxy.log", "redis/redis.log",
-                                                                               "cluster.log"]:
+            for sub in (["mizan%d/mizand.log" % i for i in range(1, n + 1)] + ["haproxy.log", "redis/redis.log",
+                                                                                "cluster.log"] +
+                        ["redis/node%d/redis.log" % i for i in range(1, 7)]):
                 p = os.path.join(state, sub)
                 if p not in self.logs:
                     self.logs.append(p)

@@ -1,6 +1,7 @@
 # The gateway scaled out and observed, label "e2e": deploy/cluster's Redis +
 # three gateways + HAProxy (read-your-writes through the balancer, events on
-# every instance, drain and rejoin, the script's own life cycle), /metrics
+# every instance, drain and rejoin, the script's own life cycle, a Redis
+# Cluster master killed under load with --redis-cluster), /metrics
 # read by promtool and a real Prometheus server, and what the logs hold.
 # The tests are Python 3 scripts (standard library only) that start what
 # they need and stop it even when they fail; see tests/cluster/support.py.
@@ -21,6 +22,7 @@ set(MIZAN_CLUSTER_TESTS
   "cluster.events|test_cluster.py|events|TRUE"
   "cluster.drain|test_cluster.py|drain|TRUE"
   "cluster.script|test_cluster.py|script|TRUE"
+  "cluster.redis_cluster_failover|test_redis_cluster.py|failover|TRUE"
   "metrics.promtool|test_metrics.py|promtool|FALSE"
   "metrics.prometheus|test_metrics.py|prometheus|FALSE"
   "logs.secrets|test_logs.py|secrets|FALSE")

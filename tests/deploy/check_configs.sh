@@ -7,14 +7,15 @@
 #   nginx     nginx -t on deploy/nginx/nginx.conf
 #   redis     redis-server started on a free loopback port with
 #             deploy/redis/redis-cache.conf, its settings read back, the
-#             ACL rule of its comment block loaded and exercised
+#             ACL rule of its comment block loaded and exercised; then a
+#             node with deploy/redis/redis-cluster.conf (cluster mode)
 #   systemd   systemd-analyze verify + security on deploy/systemd/mizan.service
 #   json      every example gateway config parses as one JSON object
 #   gateway   mizand --check-config loads the example configs (unknown or
 #             mistyped fields are errors there), under PR_SET_MDWE, the
 #             kernel's form of systemd's MemoryDenyWriteExecute=yes, to show
 #             that loading modules survives it
-#   yaml      compose.yaml and k8s/mizan.yaml parse, and their numbers agree
+#   yaml      compose.yaml, compose.cluster.yaml and k8s/mizan.yaml parse, and their numbers agree
 #             with the gateway config (ports, grace periods, probe paths)
 #
 # Each check prints what it ran and ends with "deploy CHECK: ok" or a line
@@ -166,6 +167,10 @@ check_redis() {
     expect 1 "${as[@]}" expire 'mizan:rev:{post}' 120
     expect $'1\n\n{"v":1}' "${as[@]}" mget 'mizan:rev:{post}' 'mizan:rev:{post}:cd34' 'mizan:ctx:{post}:ab12'
     expect 0 "${as[@]}" publish mizan:events '{"type":"invalidate","context":"post"}'
+    # ...and what it sends to a Redis Cluster (refused here by the server, not the ACL).
+    expect 0 "${as[@]}" wait 0 0
+    expect 'ERR*cluster support disabled*' "${as[@]}" cluster slots
+    expect 'ERR*cluster support disabled*' "${as[@]}" asking
     echo "  redis-cli subscribe mizan:events (1 s)"
     OUT=$(timeout 1 redis-cli -h 127.0.0.1 -p "$PORT" "${as[@]}" subscribe mizan:events 2>&1)
     [[ $OUT == subscribe*mizan:events*1* ]] || fail "the ACL user cannot SUBSCRIBE mizan:events: $OUT"
@@ -184,6 +189,43 @@ check_redis() {
     local rc=$?
     CHILD=""
     [ $rc = 0 ] || fail "redis-server exited with status $rc after SHUTDOWN NOSAVE"
+
+    # redis-cluster.conf: the same node in cluster mode (its include pointed here).
+    local cconf=$TMP/redis-cluster.conf
+    sed "s|^include /etc/redis/redis-cache.conf|include $conf|" "$DEPLOY/redis/redis-cluster.conf" >"$cconf"
+    grep -q "^include $conf\$" "$cconf" || fail "redis-cluster.conf does not include /etc/redis/redis-cache.conf"
+    mkdir -p "$TMP/node"
+    started=0
+    for _ in 1 2 3; do
+        # The cluster bus listens on PORT + 10000: stay below 55536.
+        PORT=$((20000 + RANDOM % 30000))
+        echo "+ redis-server redis-cluster.conf --port $PORT --dir $TMP/node --daemonize no"
+        redis-server "$cconf" --port "$PORT" --dir "$TMP/node" --daemonize no >"$TMP/redis-cluster.log" 2>&1 &
+        CHILD=$!
+        for _ in $(seq 50); do
+            kill -0 "$CHILD" 2>/dev/null || break
+            cli ping
+            [ "$OUT" = PONG ] && { started=1; break; }
+            sleep 0.1
+        done
+        [ $started = 1 ] && break
+        wait "$CHILD" 2>/dev/null
+        CHILD=""
+        grep -q 'Address already in use' "$TMP/redis-cluster.log" || break
+    done
+    if [ $started != 1 ]; then
+        cat "$TMP/redis-cluster.log"
+        fail "redis-server did not start with deploy/redis/redis-cluster.conf"
+    fi
+    expect $'cluster-enabled\nyes' config get cluster-enabled
+    expect $'cluster-node-timeout\n2000' config get cluster-node-timeout
+    expect $'maxmemory-policy\nvolatile-lru' config get maxmemory-policy
+    expect '*cluster_state:fail*' cluster info
+    redis-cli -h 127.0.0.1 -p "$PORT" shutdown nosave >/dev/null 2>&1
+    wait "$CHILD"
+    rc=$?
+    CHILD=""
+    [ $rc = 0 ] || fail "the cluster node exited with status $rc after SHUTDOWN NOSAVE"
 }
 
 # ---------------------------------------------------------------- systemd
@@ -321,6 +363,25 @@ for n in ("mizan1", "mizan2", "mizan3"):
     check(grace > drain_s + 1, n + ": stop_grace_period %gs > drain %gs + 1s" % (grace, drain_s))
     check(s["env_file"] == [".env"], n + ": secrets from .env")
 check("blog-data" in compose["volumes"], "compose: blog-data volume declared")
+
+cl = yaml.safe_load(open(deploy + "/container/compose.cluster.yaml"))
+csvc = cl["services"]
+nodes = ["redis-node%d" % i for i in range(1, 7)]
+check(set(csvc) == {"mizan1", "mizan2", "mizan3", "redis-cluster-create"} | set(nodes),
+      "compose.cluster: gateways, six nodes and the creator")
+for n in nodes:
+    cmd = csvc[n]["command"]
+    check(cmd[0] == "redis-server" and cmd[1].endswith("/redis-cluster.conf"), n + ": runs redis-cluster.conf")
+    check("../redis/redis-cache.conf:/etc/redis/redis-cache.conf:ro" in csvc[n]["volumes"],
+          n + ": redis-cache.conf where redis-cluster.conf includes it")
+for n in ("mizan1", "mizan2", "mizan3"):
+    url = csvc[n]["environment"]["MIZAN_REDIS_URL"]
+    hosts = [h.split(":")[0] for h in url[len("redis-cluster://"):].split(",")]
+    check(url.startswith("redis-cluster://") and set(hosts) <= set(nodes) and len(hosts) >= 2,
+          n + ": MIZAN_REDIS_URL lists cluster nodes")
+    check(csvc[n]["depends_on"] == ["redis-cluster-create"], n + ": starts after the cluster is created")
+create = " ".join(csvc["redis-cluster-create"]["entrypoint"])
+check("--cluster create" in create and "--cluster-replicas 1" in create, "compose.cluster: creates 3 + 3 replicas")
 
 docs = {d["kind"]: d for d in yaml.safe_load_all(open(deploy + "/k8s/mizan.yaml")) if d}
 check(set(docs) >= {"ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler"},

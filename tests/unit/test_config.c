@@ -785,7 +785,23 @@ Test(config, cache_fields)
     mizan_config_deinit(&cfg);
     load_ok("{\"cache\": {\"timeout_ms\": 60000}}", &cfg);
     cr_assert_eq(cfg.redis_timeout_ms, 60000);
+    cr_assert_eq(cfg.redis_failover_wait_ms, 10000);
     mizan_config_deinit(&cfg);
+}
+
+Test(config, cluster_url_and_failover_wait)
+{
+    mizan_config_t cfg;
+    load_ok("{\"cache\": {\"secret\": \"" SECRET_B "\", \"redis_url\": \"redis-cluster://h1:7000,h2:7001\","
+            " \"failover_wait_ms\": 0}}",
+            &cfg);
+    cr_assert_str_eq(cfg.redis_url, "redis-cluster://h1:7000,h2:7001");
+    cr_assert_eq(cfg.redis_failover_wait_ms, 0);
+    mizan_config_deinit(&cfg);
+    refused("{\"cache\": {\"failover_wait_ms\": 60001}}",
+            ": field \"cache.failover_wait_ms\" must be an integer in 0..60000");
+    refused("{\"cache\": {\"failover_wait_ms\": \"5s\"}}",
+            ": field \"cache.failover_wait_ms\" must be an integer in 0..60000");
 }
 
 Test(config, cache_field_errors)
@@ -873,7 +889,7 @@ Test(config, redis_needs_a_cache_secret)
 
 Test(config, non_redis_urls_are_refused)
 {
-    const char *msg = ": cache.redis_url (or MIZAN_REDIS_URL) must start with redis://";
+    const char *msg = ": cache.redis_url (or MIZAN_REDIS_URL) must start with redis:// or redis-cluster://";
     refused("{\"cache\": {\"redis_url\": \"http://127.0.0.1:6379\", \"secret\": \"" SECRET_B "\"}}", msg);
     refused("{\"cache\": {\"redis_url\": \"127.0.0.1:6379\", \"secret\": \"" SECRET_B "\"}}", msg);
     refused("{\"cache\": {\"redis_url\": 6379}}",
