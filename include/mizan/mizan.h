@@ -202,6 +202,8 @@ typedef struct mizan_context_def {
     int ttl;                       /**< cache TTL in seconds; 0: never cached */
     mizan_scope_t scope;           /**< cache scope */
     const char *description;       /**< may be NULL */
+    int stale_s;                   /**< (ABI 2) seconds past the TTL a bundle is still served (STALE) while one
+                                        recomputation runs in the background; 0: never served stale */
 } mizan_context_def_t;
 
 /** A module being loaded; valid only inside mizan_module_init(). */

@@ -5,7 +5,10 @@
  * The path of one request: read the params (check/), ask the store for the
  * bundle (store/cache.c); on a hit, reply; when told to compute, run the
  * functions (exec/), bundle their outcomes, hand the bundle to the store,
- * and reply with the X-Mizan-Cache the store gave.
+ * and reply with the X-Mizan-Cache the store gave. A STALE answer is
+ * replied at once; when the store says this request leads the
+ * recomputation, it runs in a background exchange (no request, route
+ * "ctx_refresh") that stores the bundle and ends without a reply.
  */
 #include <errno.h>
 #include <limits.h>
@@ -19,6 +22,7 @@
 
 #include "jobs.h"
 #include "envelope.h"
+#include "exchange.h"
 #include "log.h"
 #include "metrics.h"
 #include "params.h"
@@ -107,6 +111,12 @@ static void context_done(mizan_exchange_t *ex)
     /* A bundle with errors is never cached. */
     const char *status = mizan_cache_store(cl, ex->lookup, ex->ctx, text, text != NULL ? strlen(text) : 0,
                                            json_object_size(ex->errors) == 0);
+    if (ex->req == NULL) {
+        /* A background recomputation: stored, nobody to answer. */
+        free(text);
+        mizan_exchange_finish(ex, 200);
+        return;
+    }
     if (text == NULL) {
         mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot render the bundle", NULL);
         return;
@@ -117,6 +127,31 @@ static void context_done(mizan_exchange_t *ex)
 
 static void compute(mizan_exchange_t *ex);
 
+/*
+ * Hands ex's lookup (which leads the recomputation of a stale bundle) to a
+ * background exchange of its own and starts it; ex is then answered with
+ * the stale text. A background exchange counts as live (a drain waits for
+ * it) and answers nobody.
+ */
+static void refresh_in_background(mizan_exchange_t *ex)
+{
+    mizan_exchange_t *bg = mizan_exchange_new(ex->loop, ex->req);
+    if (bg == NULL)
+        return; /* the lookup stays ex's: released with it, the recomputation is left to a later request */
+    mizan_exchange_request_id(ex->loop, bg->rid, sizeof(bg->rid));
+    bg->req = NULL;
+    bg->route = "ctx_refresh";
+    bg->external = true; /* bounded by its functions' deadlines: a shutdown abort waits for it */
+    snprintf(bg->target, sizeof(bg->target), "%s", ex->target);
+    bg->release = mizan_jobs_release;
+    bg->caller = mizan_caller_ref(ex->caller);
+    bg->ctx = ex->ctx;
+    bg->params = json_incref(ex->params);
+    bg->lookup = ex->lookup;
+    ex->lookup = NULL;
+    compute(bg);
+}
+
 /* The store's answer to ex's lookup. */
 static void looked_up(void *arg, mizan_cache_outcome_t outcome, const char *status, const char *text, size_t len)
 {
@@ -125,6 +160,11 @@ static void looked_up(void *arg, mizan_cache_outcome_t outcome, const char *stat
     switch (outcome) {
     case MIZAN_CACHE_HIT:
     case MIZAN_CACHE_SHARED:
+    case MIZAN_CACHE_STALE:
+        reply_bundle(ex, status, text, len);
+        return;
+    case MIZAN_CACHE_STALE_REFRESH:
+        refresh_in_background(ex);
         reply_bundle(ex, status, text, len);
         return;
     case MIZAN_CACHE_COMPUTE:
@@ -169,6 +209,17 @@ void mizan_context_handle(mizan_exchange_t *ex, const char *name)
     mizan_cache_fetch(&mizan_api_services(ex)->cache, c, params, &ex->caller->id, ex->rid, &ex->lookup, looked_up, ex);
 }
 
+/* ex's computation could not start: answered, or ended when it has no request (background). */
+static void compute_failed(mizan_exchange_t *ex, mizan_code_t code)
+{
+    if (ex->req == NULL)
+        mizan_exchange_finish(ex, code == MIZAN_UNAVAILABLE ? 503 : 500);
+    else if (code == MIZAN_UNAVAILABLE)
+        mizan_reply_unavailable(ex);
+    else
+        mizan_reply_error(ex, code, "out of memory", NULL);
+}
+
 /* Runs the context's functions for ex; context_done() bundles them. */
 static void compute(mizan_exchange_t *ex)
 {
@@ -178,7 +229,7 @@ static void compute(mizan_exchange_t *ex)
     ex->jobs = calloc(c->nfns, sizeof(*ex->jobs));
     ex->njobs = c->nfns;
     if (ex->data == NULL || ex->errors == NULL || ex->jobs == NULL) {
-        mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
+        compute_failed(ex, MIZAN_INTERNAL_ERROR);
         return;
     }
     for (size_t i = 0; i < c->nfns; i++) {
@@ -206,13 +257,13 @@ static void compute(mizan_exchange_t *ex)
         }
         json_decref(errors);
         if ((ex->jobs[i] = mizan_job_new(fn, args, ex->caller)) == NULL) {
-            mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
+            compute_failed(ex, MIZAN_INTERNAL_ERROR);
             return;
         }
     }
     ex->done = context_done;
     if (mizan_jobs_submit(ex) < 0) {
-        mizan_reply_unavailable(ex);
+        compute_failed(ex, MIZAN_UNAVAILABLE);
         return;
     }
     if (ex->pending == 0)

@@ -156,6 +156,9 @@ char *mizan_metrics_render(const mizan_api_t *api)
              atomic_load(&c->metrics->miss));
         emit(&o, "mizan_cache_requests_total{context=\"%s\",outcome=\"bypass\"} %lld\n", c->name,
              atomic_load(&c->metrics->bypass));
+        if (c->stale_s > 0)
+            emit(&o, "mizan_cache_requests_total{context=\"%s\",outcome=\"stale\"} %lld\n", c->name,
+                 atomic_load(&c->metrics->stale));
     }
     emit(&o,
          "# HELP mizan_cache_coalesced_total Context requests answered by a computation already in progress.\n"
@@ -193,6 +196,16 @@ char *mizan_metrics_render(const mizan_api_t *api)
              "# HELP mizan_redis_revisions_repaired_total Revision keys overwritten because they held no revision.\n"
              "# TYPE mizan_redis_revisions_repaired_total counter\nmizan_redis_revisions_repaired_total %lld\n",
              st.redis_up, st.redis_reconnects, st.redis_replay_queued, st.redis_repaired);
+        emit(&o,
+             "# HELP mizan_cache_fill_locks_total Fill locks (one computation per bundle across the fleet), by "
+             "outcome: won (this instance computed), waited (another held it), served (waited, then served the "
+             "holder's bundle), expired (waited, then took the lock after it lapsed and computed).\n"
+             "# TYPE mizan_cache_fill_locks_total counter\n"
+             "mizan_cache_fill_locks_total{outcome=\"won\"} %lld\n"
+             "mizan_cache_fill_locks_total{outcome=\"waited\"} %lld\n"
+             "mizan_cache_fill_locks_total{outcome=\"served\"} %lld\n"
+             "mizan_cache_fill_locks_total{outcome=\"expired\"} %lld\n",
+             st.lock_won, st.lock_waited, st.lock_served, st.lock_expired);
         if (st.redis_cluster)
             emit(&o,
                  "# HELP mizan_redis_cluster_redirects_total MOVED and ASK replies followed.\n"

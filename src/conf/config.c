@@ -301,7 +301,7 @@ static int read_token(mizan_config_t *cfg, const json_t *tok, mizan_err_t *err)
 static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err)
 {
     static const char *allowed[] = {"secret", "redis_url", "prefix", "max_bytes", "timeout_ms", "failover_wait_ms",
-                                    NULL};
+                                    "fill_lock", "fill_lock_ms", NULL};
     const char *file = cfg->file;
     if (cache != NULL && !json_is_object(cache))
         return mizan_err_set(err, "%s: field \"cache\" must be an object", file);
@@ -359,6 +359,15 @@ static int read_cache(mizan_config_t *cfg, const json_t *cache, mizan_err_t *err
     if (wait != NULL && (!json_is_integer(wait) || json_integer_value(wait) < 0 || json_integer_value(wait) > 60000))
         return mizan_err_set(err, "%s: field \"cache.failover_wait_ms\" must be an integer in 0..60000", file);
     cfg->redis_failover_wait_ms = wait != NULL ? (int)json_integer_value(wait) : 10000;
+    json_t *lock = json_object_get(cache, "fill_lock");
+    if (lock != NULL && !json_is_boolean(lock))
+        return mizan_err_set(err, "%s: field \"cache.fill_lock\" must be true or false", file);
+    cfg->cache_fill_lock = lock == NULL || json_is_true(lock);
+    json_t *lock_ms = json_object_get(cache, "fill_lock_ms");
+    if (lock_ms != NULL &&
+        (!json_is_integer(lock_ms) || json_integer_value(lock_ms) < 0 || json_integer_value(lock_ms) > 600000))
+        return mizan_err_set(err, "%s: field \"cache.fill_lock_ms\" must be an integer in 0..600000", file);
+    cfg->cache_fill_lock_ms = lock_ms != NULL ? (int)json_integer_value(lock_ms) : 0;
     return 0;
 }
 

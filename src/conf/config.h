@@ -60,6 +60,8 @@ typedef struct mizan_config {
     int redis_timeout_ms;      /**< bound on every Redis round trip */
     int redis_failover_wait_ms; /**< Redis Cluster: how long a mutation waits for a slot's new master */
     size_t cache_max_bytes;    /**< embedded cache byte bound */
+    bool cache_fill_lock;      /**< Redis: one computation per bundle across the fleet (a lock in Redis) */
+    int cache_fill_lock_ms;    /**< the fill lock's TTL; 0: the context's longest function deadline + 500 ms */
     char *module_dir;          /**< where bare module names are found */
     mizan_module_conf_t *modules;
     size_t nmodules;

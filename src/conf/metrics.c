@@ -133,8 +133,10 @@ void mizan_metrics_cache(const mizan_context_t *ctx, const char *outcome)
 {
     if (ctx->metrics == NULL)
         return;
-    atomic_llong *slot = outcome[0] == 'H' ? &ctx->metrics->hit : outcome[0] == 'M' ? &ctx->metrics->miss
-                                                                                     : &ctx->metrics->bypass;
+    atomic_llong *slot = outcome[0] == 'H'   ? &ctx->metrics->hit
+                         : outcome[0] == 'M' ? &ctx->metrics->miss
+                         : outcome[0] == 'S' ? &ctx->metrics->stale
+                                             : &ctx->metrics->bypass;
     atomic_fetch_add_explicit(slot, 1, memory_order_relaxed);
 }
 

@@ -40,7 +40,7 @@ typedef struct mizan_fn_metrics {
 
 /** Per-context cache outcome counters. */
 typedef struct mizan_ctx_metrics {
-    atomic_llong hit, miss, bypass;
+    atomic_llong hit, miss, bypass, stale;
 } mizan_ctx_metrics_t;
 
 /** Routes with their own series (the last, "unknown", takes the rest), and the statuses counted. */
@@ -58,6 +58,8 @@ extern mizan_histogram_t mizan_metrics_latency[MIZAN_METRICS_NROUTES];
 typedef struct mizan_stats {
     /* the cache (store/cache.c) */
     long long coalesced, invalidations, events_received, rejected;
+    long long lock_won, lock_waited, lock_served, lock_expired; /**< fill locks (Redis): taken, found held,
+                                                                     waited and then served, expired then taken */
     bool redis;                 /**< the cache is a shared Redis */
     int redis_up;
     long long redis_reconnects, redis_repaired;
@@ -100,7 +102,7 @@ void mizan_metrics_timeout(const mizan_function_t *fn);
 /** Records a run refused because the function was at its concurrency limit. Any thread. */
 void mizan_metrics_limited(const mizan_function_t *fn);
 
-/** Records a context's cache outcome ("HIT", "MISS", "BYPASS"). */
+/** Records a context's cache outcome ("HIT", "MISS", "BYPASS", "STALE"). */
 void mizan_metrics_cache(const mizan_context_t *ctx, const char *outcome);
 
 #endif /* MIZAN_METRICS_H */

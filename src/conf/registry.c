@@ -202,6 +202,9 @@ int mizan_module_add_context(mizan_module_t *m, const mizan_context_def_t *def)
         return pending(reg, mod->name, "context name \"%s\" is invalid (allowed: [A-Za-z_][A-Za-z0-9_.]*)", name);
     if (def->ttl < 0)
         return pending(reg, mod->name, "context \"%s\": ttl must be >= 0 seconds", name);
+    int stale_s = mod->abi == 0 || mod->abi >= 2 ? def->stale_s : 0;
+    if (stale_s < 0 || stale_s > 31536000)
+        return pending(reg, mod->name, "context \"%s\": stale_s must be 0..31536000 seconds", name);
     if (def->scope != MIZAN_SCOPE_PUBLIC && def->scope != MIZAN_SCOPE_USER && def->scope != MIZAN_SCOPE_PERMS)
         return pending(reg, mod->name, "context \"%s\": scope must be public, user or perms", name);
     mizan_context_t *c = calloc(1, sizeof(*c));
@@ -211,6 +214,7 @@ int mizan_module_add_context(mizan_module_t *m, const mizan_context_def_t *def)
     }
     c->name = strdup(def->name);
     c->ttl = def->ttl;
+    c->stale_s = def->ttl > 0 ? stale_s : 0;
     c->scope = def->scope;
     c->description = def->description != NULL ? strdup(def->description) : NULL;
     c->module = mod;

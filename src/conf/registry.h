@@ -78,6 +78,7 @@ typedef struct mizan_context {
     const mizan_function_t **fns; /**< resolved */
     size_t nfns;
     int ttl;
+    int stale_s;                  /**< served STALE this long past ttl while recomputed; 0: never */
     mizan_scope_t scope;
     char *description;
     mizan_modinst_t *module;

@@ -924,7 +924,8 @@ done:
 static int read_context(const mizan_config_t *cfg, mizan_upstreams_t *ups, mizan_registry_t *reg, size_t i,
                         const json_t *obj, mizan_err_t *err)
 {
-    static const char *const allowed[] = {"name", "params_schema", "functions", "ttl", "scope", "description", NULL};
+    static const char *const allowed[] = {"name", "params_schema", "functions", "ttl", "stale_s", "scope", "description",
+                                          NULL};
     const char *file = cfg->file;
     char where[64];
     snprintf(where, sizeof(where), "contexts[%zu].", i);
@@ -952,6 +953,9 @@ static int read_context(const mizan_config_t *cfg, mizan_upstreams_t *ups, mizan
     }
     long long ttl = 0;
     if (read_int(file, where, obj, "ttl", 0, 31536000, 0, &ttl, err) < 0)
+        return -1;
+    long long stale_s = 0;
+    if (read_int(file, where, obj, "stale_s", 0, 31536000, 0, &stale_s, err) < 0)
         return -1;
     json_t *scope = json_object_get(obj, "scope");
     const char *ss = scope != NULL ? json_string_value(scope) : "public";
@@ -981,6 +985,7 @@ static int read_context(const mizan_config_t *cfg, mizan_upstreams_t *ups, mizan
         .ttl = (int)ttl,
         .scope = sc,
         .description = json_string_value(desc),
+        .stale_s = (int)stale_s,
     };
     size_t before = reg->nctxs;
     if (mizan_module_add_context((mizan_module_t *)&ups->mod, &def) < 0 || reg->nctxs != before + 1) {

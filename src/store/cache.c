@@ -7,6 +7,23 @@
  * (redis.c, one connection per loop). Coalescing is instance-wide: the
  * flight table is guarded by `lock`; a flight's leader answers waiters on
  * other loops by posting them the shared result through that loop's poster.
+ *
+ * Stale-while-revalidate: a context with stale_s stores its values for
+ * ttl + stale_s with the freshness deadline (unix ms) inside the
+ * authenticated doc, so a lookup tells fresh (HIT) from stale (STALE) by
+ * itself; only a value whose revisions are current may be stale, so a
+ * mutation still makes it a miss. The recomputation is a flight of its own
+ * ("stale#" key): the first stale lookup leads it (with Redis, once it won
+ * the fill lock), the others only serve the stale text.
+ *
+ * Fill locks (Redis, cache.fill_lock): a flight's leader takes
+ * SET <prefix>lock:{C}:<bundle hex>:<revs> token NX PX ttl before it
+ * computes, and releases it (compare-and-delete) after storing. A leader
+ * that finds it held polls: one MGET every POLL_MS, serving the bundle once
+ * it is stored with the revisions it read, taking the lock once it lapses
+ * (the holder died), and computing anyway once two lock TTLs (plus a
+ * margin) have passed. A lock that cannot be taken (Redis down) means
+ * computing, as before.
  */
 #include "cache.h"
 
@@ -15,7 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+
+#include <event2/event.h>
 
 #include "cachekey.h"
 #include "log.h"
@@ -56,6 +76,14 @@ struct mizan_lookup {
     bool have_revs;       /* rev is valid (a store may follow) */
     flight_t *leads;      /* the flight this exchange leads */
     bool waiting;         /* parked on another exchange's flight */
+    char *stale_text;     /* STALE: the expired bundle, kept while the fill lock is asked */
+    size_t stale_len;
+    char *lock_key;       /* fill lock: its key, while asked for or held */
+    char lock_token[48];
+    bool locked;          /* holds the fill lock (released after the store) */
+    bool lock_waited;     /* found the lock held: polling for the holder's bundle */
+    long long wait_until; /* monotonic ms: stop polling and compute */
+    struct event *poll;   /* the polling timer */
 };
 
 struct mizan_cache {
@@ -70,6 +98,9 @@ struct mizan_cache {
     flight_t *flights;
     atomic_llong hits, misses, bypasses, coalesced, invalidations, received;
     atomic_llong rejected; /* stored values whose mac did not verify */
+    atomic_llong stale, lock_won, lock_waited, lock_served, lock_expired;
+    atomic_llong lock_seq;         /* fill lock tokens: seed "-" sequence */
+    char lock_seed[33];
     bool sub_was_down; /* the subscription dropped since it was last up (loop 0 only) */
 };
 
@@ -98,6 +129,15 @@ mizan_cache_t *mizan_cache_new(const mizan_config_t *cfg, const mizan_registry_t
     c->reg = reg;
     c->bus = bus;
     pthread_mutex_init(&c->lock, NULL);
+    unsigned char seed[16] = {0};
+    if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+        /* Tokens only need to differ between instances. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        memcpy(seed, &ts, sizeof(ts) < sizeof(seed) ? sizeof(ts) : sizeof(seed));
+    }
+    for (size_t i = 0; i < sizeof(seed); i++)
+        snprintf(c->lock_seed + 2 * i, 3, "%02x", seed[i]);
     snprintf(c->channel, sizeof(c->channel), "%sevents", cfg->cache_prefix);
     if (mizan_cachekey_init(&c->keys, cfg->cache_secret, cfg->cache_secret_len, cfg->cache_prefix, err) < 0)
         goto fail;
@@ -157,6 +197,7 @@ int mizan_cache_loop_init(mizan_cache_loop_t *cl, mizan_cache_t *c, struct event
     cl->index = index;
     cl->post = post;
     cl->target = target;
+    cl->base = base;
     if (c->shared == NULL)
         return 0;
     if ((cl->redis = mizan_redis_new(base, c->shared)) == NULL)
@@ -207,6 +248,11 @@ void mizan_cache_stats(mizan_cache_t *c, mizan_cache_stats_t *out)
     out->invalidations = atomic_load(&c->invalidations);
     out->events_received = atomic_load(&c->received);
     out->rejected = atomic_load(&c->rejected);
+    out->stale = atomic_load(&c->stale);
+    out->lock_won = atomic_load(&c->lock_won);
+    out->lock_waited = atomic_load(&c->lock_waited);
+    out->lock_served = atomic_load(&c->lock_served);
+    out->lock_expired = atomic_load(&c->lock_expired);
 }
 
 void mizan_cache_read_stats(void *arg, mizan_stats_t *out)
@@ -218,6 +264,10 @@ void mizan_cache_read_stats(void *arg, mizan_stats_t *out)
     out->invalidations = cs.invalidations;
     out->events_received = cs.events_received;
     out->rejected = cs.rejected;
+    out->lock_won = cs.lock_won;
+    out->lock_waited = cs.lock_waited;
+    out->lock_served = cs.lock_served;
+    out->lock_expired = cs.lock_expired;
     if (c->shared != NULL) {
         mizan_redis_stats_t rs = {0};
         mizan_redis_shared_stats(c->shared, &rs);
@@ -243,17 +293,26 @@ static void answer(mizan_lookup_t *lk, mizan_cache_outcome_t outcome, const char
 
 /* ---- coalescing -------------------------------------------------------- */
 
-/* Joins an identical computation in progress, or registers lk as its leader. */
-static bool join_or_lead(mizan_lookup_t *lk)
+/*
+ * Joins an identical computation in progress, or registers lk as its
+ * leader. A stale lookup (stale true) never waits: it only learns whether a
+ * recomputation is already running (true) or that it now leads one.
+ */
+static bool join_or_lead(mizan_lookup_t *lk, bool stale)
 {
     mizan_cache_t *c = lk->cache;
     char *key = NULL;
-    if (asprintf(&key, "%s#%lld#%lld", lk->bundle_key, lk->rev[0], lk->rev[1]) < 0)
+    if (asprintf(&key, "%s%s#%lld#%lld", stale ? "stale#" : "", lk->bundle_key, lk->rev[0], lk->rev[1]) < 0)
         return false;
     pthread_mutex_lock(&c->lock);
     for (flight_t *f = c->flights; f != NULL; f = f->next) {
         if (strcmp(f->key, key) != 0)
             continue;
+        if (stale) {
+            pthread_mutex_unlock(&c->lock);
+            free(key);
+            return true;
+        }
         waiter_t *w = malloc(sizeof(*w));
         if (w == NULL)
             break;
@@ -352,32 +411,232 @@ static void land_flight(mizan_lookup_t *lk, const char *status, const char *text
 
 /* ---- lookup ------------------------------------------------------------ */
 
-/* Revisions and stored value are known: HIT, or compute (coalesced). */
+#define POLL_MS 25 /* a fill lock's loser looks for the holder's bundle this often */
+
+static long long now_ms(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The fill lock's TTL for ctx: cache.fill_lock_ms, or its longest function deadline + 500 ms. */
+static int lock_ttl_ms(const mizan_cache_t *c, const mizan_context_t *ctx)
+{
+    if (c->cfg->cache_fill_lock_ms > 0)
+        return c->cfg->cache_fill_lock_ms;
+    int longest = 0;
+    for (size_t i = 0; i < ctx->nfns; i++)
+        if (ctx->fns[i] != NULL && ctx->fns[i]->timeout_ms > longest)
+            longest = ctx->fns[i]->timeout_ms;
+    return longest + 500;
+}
+
+static bool fill_locks(const mizan_lookup_t *lk)
+{
+    return lk->cache->shared != NULL && lk->cache->cfg->cache_fill_lock;
+}
+
+/* What a stored value says, for a lookup that read revisions rev. */
+typedef enum found { FOUND_NOTHING, FOUND_FRESH, FOUND_STALE } found_t;
+
+/* Opens value (borrowed): FRESH or STALE with *body in value, or NOTHING (absent, refused, outdated, expired). */
+static found_t open_value(mizan_lookup_t *lk, const long long rev[2], const char *value, size_t len,
+                          const char **body, size_t *blen)
+{
+    mizan_cache_t *c = lk->cache;
+    if (value == NULL)
+        return FOUND_NOTHING;
+    long long stored[2], fresh = 0;
+    mizan_err_t err = {{0}};
+    if (mizan_cachekey_value_open_fresh(&c->keys, lk->bundle_key, value, len, stored, &fresh, body, blen, &err) < 0) {
+        /* Forged, copied from another key, or written by an older
+         * gateway: a miss, and the recomputed bundle overwrites it. */
+        atomic_fetch_add(&c->rejected, 1);
+        mizan_log(MIZAN_LOG_WARN, "cache: stored value for context %s refused (%s); recomputing (request %s)",
+                  lk->ctx->name, err.msg, lk->rid);
+        return FOUND_NOTHING;
+    }
+    /* A mutation since the store: never served, not even stale. */
+    if (stored[0] != rev[0] || stored[1] != rev[1])
+        return FOUND_NOTHING;
+    if (fresh == 0)
+        return FOUND_FRESH; /* no deadline: fresh until the store lets it expire */
+    long long now = now_ms(CLOCK_REALTIME);
+    if (now < fresh)
+        return FOUND_FRESH;
+    if (now < fresh + (long long)lk->ctx->stale_s * 1000)
+        return FOUND_STALE;
+    return FOUND_NOTHING;
+}
+
+static void take_lock(mizan_lookup_t *lk, void (*cb)(void *arg, int rc));
+
+/* A stale lookup's fill lock answer: lead the recomputation, or leave it to its holder. */
+static void on_stale_lock(void *arg, int rc)
+{
+    mizan_lookup_t *lk = arg;
+    mizan_cache_t *c = lk->cache;
+    char *text = lk->stale_text;
+    lk->stale_text = NULL;
+    if (rc == 1) {
+        lk->locked = true;
+        atomic_fetch_add(&c->lock_won, 1);
+    }
+    if (rc == 0) {
+        /* Another instance recomputes it. */
+        free(lk->lock_key);
+        lk->lock_key = NULL;
+        land_flight(lk, NULL, NULL, 0);
+    }
+    atomic_fetch_add(&c->stale, 1);
+    answer(lk, rc == 0 ? MIZAN_CACHE_STALE : MIZAN_CACHE_STALE_REFRESH, "STALE", text, lk->stale_len);
+    free(text);
+}
+
+/* Serves an expired bundle (body, in a buffer the caller owns) within stale_s. */
+static void serve_stale(mizan_lookup_t *lk, const char *body, size_t blen)
+{
+    mizan_cache_t *c = lk->cache;
+    if (join_or_lead(lk, true)) {
+        atomic_fetch_add(&c->stale, 1);
+        answer(lk, MIZAN_CACHE_STALE, "STALE", body, blen);
+        return;
+    }
+    if (lk->leads == NULL || !fill_locks(lk)) {
+        atomic_fetch_add(&c->stale, 1);
+        answer(lk, lk->leads != NULL ? MIZAN_CACHE_STALE_REFRESH : MIZAN_CACHE_STALE, "STALE", body, blen);
+        return;
+    }
+    if ((lk->stale_text = malloc(blen + 1)) == NULL) {
+        land_flight(lk, NULL, NULL, 0);
+        atomic_fetch_add(&c->stale, 1);
+        answer(lk, MIZAN_CACHE_STALE, "STALE", body, blen);
+        return;
+    }
+    memcpy(lk->stale_text, body, blen);
+    lk->stale_text[blen] = '\0';
+    lk->stale_len = blen;
+    take_lock(lk, on_stale_lock);
+}
+
+static void on_fill_lock(void *arg, int rc);
+
+/* Asks for the fill lock of lk's bundle key and revisions; cb(lk, rc) as mizan_redis_lock(). */
+static void take_lock(mizan_lookup_t *lk, void (*cb)(void *arg, int rc))
+{
+    mizan_cache_t *c = lk->cache;
+    free(lk->lock_key);
+    lk->lock_key = NULL;
+    /* <prefix>ctx:{C}:<hex> -> <prefix>lock:{C}:<hex>:<r0>:<r1>: the {C} tag keeps it on the context's slot. */
+    size_t plen = strlen(c->cfg->cache_prefix);
+    if (asprintf(&lk->lock_key, "%slock:%s:%lld:%lld", c->cfg->cache_prefix, lk->bundle_key + plen + 4, lk->rev[0],
+                 lk->rev[1]) < 0) {
+        lk->lock_key = NULL;
+        cb(lk, -1);
+        return;
+    }
+    snprintf(lk->lock_token, sizeof(lk->lock_token), "%s-%lld", c->lock_seed, atomic_fetch_add(&c->lock_seq, 1));
+    mizan_redis_lock(lk->cl->redis, lk->lock_key, lk->lock_token, lock_ttl_ms(c, lk->ctx), cb, lk);
+}
+
+static void poll_tick(evutil_socket_t fd, short what, void *arg);
+
+/* A poll's MGET: serve the holder's bundle, take over a lapsed lock, or wait on. */
+static void on_poll_lookup(void *arg, int rc, long long ctx_rev, long long scoped_rev, const char *value, size_t len)
+{
+    mizan_lookup_t *lk = arg;
+    mizan_cache_t *c = lk->cache;
+    if (rc != 0) {
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    long long rev[2] = {ctx_rev, scoped_rev};
+    const char *body;
+    size_t blen;
+    if (rev[0] == lk->rev[0] && rev[1] == lk->rev[1] && open_value(lk, rev, value, len, &body, &blen) != FOUND_NOTHING) {
+        atomic_fetch_add(&c->lock_served, 1);
+        atomic_fetch_add(&c->hits, 1);
+        land_flight(lk, "HIT", body, blen);
+        answer(lk, MIZAN_CACHE_HIT, "HIT", body, blen);
+        return;
+    }
+    /* A mutation since (new revisions: a lock of its own) or nothing stored
+     * yet: ask for the lock again; it is free when the holder died. */
+    lk->rev[0] = rev[0];
+    lk->rev[1] = rev[1];
+    take_lock(lk, on_fill_lock);
+}
+
+static void poll_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mizan_lookup_t *lk = arg;
+    if (now_ms(CLOCK_MONOTONIC) >= lk->wait_until || !mizan_redis_usable(lk->cl->redis)) {
+        /* Bounded: the holder is stuck beyond its lock's TTL, or Redis went away. */
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    mizan_redis_lookup(lk->cl->redis, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, on_poll_lookup, lk);
+}
+
+/* A leader's fill lock answer: compute (won, or Redis cannot say), or poll for the holder's bundle. */
+static void on_fill_lock(void *arg, int rc)
+{
+    mizan_lookup_t *lk = arg;
+    mizan_cache_t *c = lk->cache;
+    if (rc != 0) {
+        if (rc == 1) {
+            lk->locked = true;
+            atomic_fetch_add(&c->lock_won, 1);
+            if (lk->lock_waited)
+                atomic_fetch_add(&c->lock_expired, 1);
+        }
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+        return;
+    }
+    if (!lk->lock_waited) {
+        lk->lock_waited = true;
+        atomic_fetch_add(&c->lock_waited, 1);
+        /* Two lock TTLs: the holder's, and that of whoever takes the lock
+         * over when the holder died (each computation ends within its
+         * functions' deadlines, below the TTL). */
+        lk->wait_until = now_ms(CLOCK_MONOTONIC) + 2LL * lock_ttl_ms(c, lk->ctx) + 2 * c->cfg->redis_timeout_ms;
+    }
+    if (lk->poll == NULL)
+        lk->poll = evtimer_new(lk->cl->base, poll_tick, lk);
+    struct timeval tv = {0, POLL_MS * 1000};
+    if (lk->poll == NULL || evtimer_add(lk->poll, &tv) < 0)
+        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+}
+
+/* Revisions and stored value are known: HIT, STALE, or compute (coalesced, fill-locked). */
 static void after_lookup(mizan_lookup_t *lk, long long ctx_rev, long long scoped_rev, const char *value, size_t len)
 {
     mizan_cache_t *c = lk->cache;
     lk->rev[0] = ctx_rev;
     lk->rev[1] = scoped_rev;
     lk->have_revs = true;
-    long long stored[2];
     const char *body;
     size_t blen;
-    if (value != NULL) {
-        mizan_err_t err = {{0}};
-        if (mizan_cachekey_value_open(&c->keys, lk->bundle_key, value, len, stored, &body, &blen, &err) < 0) {
-            /* Forged, copied from another key, or written by an older
-             * gateway: a miss, and the recomputed bundle overwrites it. */
-            atomic_fetch_add(&c->rejected, 1);
-            mizan_log(MIZAN_LOG_WARN, "cache: stored value for context %s refused (%s); recomputing (request %s)",
-                      lk->ctx->name, err.msg, lk->rid);
-        } else if (stored[0] == ctx_rev && stored[1] == scoped_rev) {
-            atomic_fetch_add(&c->hits, 1);
-            answer(lk, MIZAN_CACHE_HIT, "HIT", body, blen);
-            return;
-        }
-    }
-    if (join_or_lead(lk))
+    switch (open_value(lk, lk->rev, value, len, &body, &blen)) {
+    case FOUND_FRESH:
+        atomic_fetch_add(&c->hits, 1);
+        answer(lk, MIZAN_CACHE_HIT, "HIT", body, blen);
         return;
+    case FOUND_STALE:
+        serve_stale(lk, body, blen);
+        return;
+    case FOUND_NOTHING:
+        break;
+    }
+    if (join_or_lead(lk, false))
+        return;
+    if (lk->leads != NULL && fill_locks(lk)) {
+        take_lock(lk, on_fill_lock);
+        return;
+    }
     answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
 }
 
@@ -474,25 +733,37 @@ const char *mizan_cache_store(mizan_cache_loop_t *cl, mizan_lookup_t *lk, const 
 {
     mizan_cache_t *c = cl->cache;
     if (text == NULL) {
-        if (lk != NULL)
+        if (lk != NULL) {
+            if (lk->locked)
+                mizan_redis_unlock(cl->redis, lk->lock_key, lk->lock_token);
+            lk->locked = false;
             land_flight(lk, NULL, NULL, 0);
+        }
         return "BYPASS";
     }
     const char *status = "BYPASS";
     if (cacheable && lk != NULL && lk->have_revs && ctx->ttl > 0) {
         mizan_err_t err = {{0}};
         size_t n = 0;
-        char *stored = mizan_cachekey_value_seal(&c->keys, lk->bundle_key, lk->rev, text, len, &n, &err);
+        /* With stale_s the value outlives its TTL and says when it stops being fresh. */
+        long long fresh = ctx->stale_s > 0 ? now_ms(CLOCK_REALTIME) + (long long)ctx->ttl * 1000 : 0;
+        char *stored = mizan_cachekey_value_seal_fresh(&c->keys, lk->bundle_key, lk->rev, fresh, text, len, &n, &err);
         if (stored != NULL) {
             if (c->mem != NULL) {
-                if (mizan_memcache_set(c->mem, lk->bundle_key, stored, n, ctx->ttl, &err) == 0)
+                if (mizan_memcache_set(c->mem, lk->bundle_key, stored, n, ctx->ttl + ctx->stale_s, &err) == 0)
                     status = "MISS";
             } else if (mizan_redis_usable(cl->redis)) {
-                mizan_redis_store(cl->redis, lk->bundle_key, stored, n, ctx->ttl);
+                mizan_redis_store(cl->redis, lk->bundle_key, stored, n, ctx->ttl + ctx->stale_s);
                 status = "MISS";
             }
             free(stored);
         }
+    }
+    /* After the SET on the same connection (the same node: one slot): the
+     * waiters polling see the bundle once the lock is gone. */
+    if (lk != NULL && lk->locked) {
+        mizan_redis_unlock(cl->redis, lk->lock_key, lk->lock_token);
+        lk->locked = false;
     }
     atomic_fetch_add(strcmp(status, "MISS") == 0 ? &c->misses : &c->bypasses, 1);
     if (lk != NULL && lk->leads != NULL)
@@ -506,6 +777,12 @@ void mizan_cache_lookup_free(mizan_lookup_t *lk)
         return;
     if (lk->leads != NULL)
         land_flight(lk, NULL, NULL, 0);
+    /* A computation cut off: its lock is left to expire (the loop's Redis
+     * connection may be gone already); the others take over after its TTL. */
+    if (lk->poll != NULL)
+        event_free(lk->poll);
+    free(lk->lock_key);
+    free(lk->stale_text);
     free(lk->bundle_key);
     free(lk->ctx_rev_key);
     free(lk->scoped_rev_key);

@@ -5,10 +5,16 @@
  *
  * A context request flows: mizan_cache_fetch() looks the bundle up (one
  * MGET of context revision, scoped revision and bundle); a fresh stored
- * bundle is a HIT; otherwise the request joins an identical computation
+ * bundle is a HIT; one past its TTL but within the context's stale_s is
+ * STALE (one lookup per instance, and with Redis per fleet, is told to
+ * recompute it in the background); otherwise the request joins an identical computation
  * already running on this instance (coalescing, keyed by the bundle key and
  * the revisions read) or is told to compute, and mizan_cache_store() stores
- * the result with the revisions read before the functions ran (MISS), as
+ * the result with the revisions read before the functions ran (MISS). With
+ * Redis and cache.fill_lock, a leader first takes a fill lock in Redis on
+ * (bundle key, revisions): the loser polls for the winner's bundle (every
+ * 25 ms, up to the lock's TTL) and serves it, or takes the lock once it
+ * lapses. The result is stored as
  * an authenticated value (mac "\n" doc, PROTOCOL.md section 6): a value
  * whose mac does not verify is a miss, never served. A
  * mutation's targets go through mizan_cache_invalidate(): revision bumps
@@ -51,6 +57,8 @@ typedef struct mizan_lookup mizan_lookup_t;
 typedef struct mizan_cache_stats {
     long long hits, misses, bypasses, coalesced, invalidations, events_received;
     long long rejected; /**< stored values refused: their mac did not verify */
+    long long stale;    /**< expired bundles served within stale_s */
+    long long lock_won, lock_waited, lock_served, lock_expired; /**< fill locks, see mizan_stats_t */
 } mizan_cache_stats_t;
 
 /** Runs fn(arg) on the thread of the loop `target` names. Any thread; -1 when it cannot. */
@@ -64,6 +72,7 @@ typedef struct mizan_cache_loop {
     struct mizan_redis *sub;    /**< the instance's subscriber (loop 0 only) */
     mizan_cache_poster_t post;  /**< runs a completion on this loop */
     void *target;               /**< post's first argument: this loop */
+    struct event_base *base;    /**< the loop's (fill lock polling) */
 } mizan_cache_loop_t;
 
 /** What a lookup found. */
@@ -73,6 +82,10 @@ typedef enum mizan_cache_outcome {
     MIZAN_CACHE_SHARED,   /**< an identical computation's answer: text, with its X-Mizan-Cache in status */
     MIZAN_CACHE_GONE,     /**< the computation this lookup waited for was cut off (shutdown) */
     MIZAN_CACHE_FAILED,   /**< out of memory */
+    MIZAN_CACHE_STALE,    /**< an expired bundle within its stale_s: text, status "STALE"; another request
+                               (on this instance or another) is recomputing it */
+    MIZAN_CACHE_STALE_REFRESH, /**< STALE, and this lookup leads the recomputation: reply with text, then
+                               compute and mizan_cache_store() (whose status is then not a reply's) */
 } mizan_cache_outcome_t;
 
 /**

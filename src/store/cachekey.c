@@ -34,6 +34,10 @@ static const char value_label[] = "mizan/v1/value";
 /* The doc of a stored value: head, the two revisions, mid, the bundle, "}". */
 static const char doc_head[] = "{\"v\":2,\"rev\":[";
 static const char doc_mid[] = "],\"bundle\":";
+/* Values of contexts with stale_s carry their freshness deadline (unix ms):
+ * {"v":2,"rev":[..],"fresh":<ms>,"bundle":..}. */
+static const char doc_fresh[] = "],\"fresh\":";
+static const char doc_fresh_mid[] = ",\"bundle\":";
 
 /* The shared HMAC algorithm: NULL until the first successful fetch. */
 static _Atomic(EVP_MAC *) shared_mac;
@@ -359,13 +363,26 @@ int mizan_cachekey_value_mac(const mizan_cachekey_t *k, const char *bundle_key, 
 char *mizan_cachekey_value_seal(const mizan_cachekey_t *k, const char *bundle_key, const long long rev[2],
                                 const char *body, size_t body_len, size_t *len, mizan_err_t *err)
 {
-    char revs[48];
-    int rlen = snprintf(revs, sizeof(revs), "%lld,%lld", rev[0], rev[1]);
+    return mizan_cachekey_value_seal_fresh(k, bundle_key, rev, 0, body, body_len, len, err);
+}
+
+char *mizan_cachekey_value_seal_fresh(const mizan_cachekey_t *k, const char *bundle_key, const long long rev[2],
+                                      long long fresh_until_ms, const char *body, size_t body_len, size_t *len,
+                                      mizan_err_t *err)
+{
+    /* revs is what goes between "rev":[ and "bundle": (the fresh field
+     * included), doc_mid what follows it. */
+    char revs[96];
+    int rlen = fresh_until_ms > 0 ? snprintf(revs, sizeof(revs), "%lld,%lld%s%lld", rev[0], rev[1], doc_fresh,
+                                             fresh_until_ms)
+                                  : snprintf(revs, sizeof(revs), "%lld,%lld", rev[0], rev[1]);
     if (rlen < 0 || (size_t)rlen >= sizeof(revs)) {
         mizan_err_set(err, "cache value: bad revisions");
         return NULL;
     }
-    size_t doc_len = sizeof(doc_head) - 1 + (size_t)rlen + sizeof(doc_mid) - 1 + body_len + 1;
+    const char *mid = fresh_until_ms > 0 ? doc_fresh_mid : doc_mid;
+    size_t mid_len = strlen(mid);
+    size_t doc_len = sizeof(doc_head) - 1 + (size_t)rlen + mid_len + body_len + 1;
     size_t total = MIZAN_DIGEST_HEX_LEN + 1 + doc_len;
     char *v = malloc(total + 1);
     if (v == NULL) {
@@ -377,8 +394,8 @@ char *mizan_cachekey_value_seal(const mizan_cachekey_t *k, const char *bundle_ke
     p += sizeof(doc_head) - 1;
     memcpy(p, revs, (size_t)rlen);
     p += rlen;
-    memcpy(p, doc_mid, sizeof(doc_mid) - 1);
-    p += sizeof(doc_mid) - 1;
+    memcpy(p, mid, mid_len);
+    p += mid_len;
     memcpy(p, body, body_len);
     p += body_len;
     *p++ = '}';
@@ -419,6 +436,15 @@ static const char *parse_rev(const char *p, const char *end, long long *out)
 int mizan_cachekey_value_open(const mizan_cachekey_t *k, const char *bundle_key, const char *value, size_t len,
                               long long rev[2], const char **body, size_t *body_len, mizan_err_t *err)
 {
+    return mizan_cachekey_value_open_fresh(k, bundle_key, value, len, rev, NULL, body, body_len, err);
+}
+
+int mizan_cachekey_value_open_fresh(const mizan_cachekey_t *k, const char *bundle_key, const char *value, size_t len,
+                                    long long rev[2], long long *fresh_until_ms, const char **body, size_t *body_len,
+                                    mizan_err_t *err)
+{
+    if (fresh_until_ms != NULL)
+        *fresh_until_ms = 0;
     if (value == NULL || len < MIZAN_DIGEST_HEX_LEN + 1 || value[MIZAN_DIGEST_HEX_LEN] != '\n')
         return mizan_err_set(err, "cache value: not an authenticated value");
     const char *doc = value + MIZAN_DIGEST_HEX_LEN + 1;
@@ -437,10 +463,22 @@ int mizan_cachekey_value_open(const mizan_cachekey_t *k, const char *bundle_key,
         return mizan_err_set(err, "cache value: unknown doc shape");
     p += sizeof(doc_head) - 1;
     if ((p = parse_rev(p, end, &rev[0])) == NULL || p >= end || *p++ != ',' ||
-        (p = parse_rev(p, end, &rev[1])) == NULL || (size_t)(end - p) < sizeof(doc_mid) ||
-        memcmp(p, doc_mid, sizeof(doc_mid) - 1) != 0)
+        (p = parse_rev(p, end, &rev[1])) == NULL)
         return mizan_err_set(err, "cache value: unknown doc shape");
-    p += sizeof(doc_mid) - 1;
+    long long fresh = 0;
+    if ((size_t)(end - p) >= sizeof(doc_fresh) && memcmp(p, doc_fresh, sizeof(doc_fresh) - 1) == 0) {
+        p += sizeof(doc_fresh) - 1;
+        if ((p = parse_rev(p, end, &fresh)) == NULL || fresh <= 0 || (size_t)(end - p) < sizeof(doc_fresh_mid) ||
+            memcmp(p, doc_fresh_mid, sizeof(doc_fresh_mid) - 1) != 0)
+            return mizan_err_set(err, "cache value: unknown doc shape");
+        p += sizeof(doc_fresh_mid) - 1;
+    } else {
+        if ((size_t)(end - p) < sizeof(doc_mid) || memcmp(p, doc_mid, sizeof(doc_mid) - 1) != 0)
+            return mizan_err_set(err, "cache value: unknown doc shape");
+        p += sizeof(doc_mid) - 1;
+    }
+    if (fresh_until_ms != NULL)
+        *fresh_until_ms = fresh;
     if (p >= end - 1 || *p != '{')
         return mizan_err_set(err, "cache value: unknown doc shape");
     *body = p;

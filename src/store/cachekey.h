@@ -161,4 +161,22 @@ char *mizan_cachekey_value_seal(const mizan_cachekey_t *k, const char *bundle_ke
 int mizan_cachekey_value_open(const mizan_cachekey_t *k, const char *bundle_key, const char *value, size_t len,
                               long long rev[2], const char **body, size_t *body_len, mizan_err_t *err);
 
+/**
+ * mizan_cachekey_value_seal() for a context with stale_s: the doc carries
+ * the bundle's freshness deadline, {"v":2,"rev":[..],"fresh":<unix
+ * ms>,"bundle":body}. fresh_until_ms 0 writes the plain doc.
+ */
+char *mizan_cachekey_value_seal_fresh(const mizan_cachekey_t *k, const char *bundle_key, const long long rev[2],
+                                      long long fresh_until_ms, const char *body, size_t body_len, size_t *len,
+                                      mizan_err_t *err);
+
+/**
+ * mizan_cachekey_value_open() that also reads the freshness deadline into
+ * *fresh_until_ms (NULL: not wanted): 0 for a doc without one (fresh until
+ * its store lets it expire).
+ */
+int mizan_cachekey_value_open_fresh(const mizan_cachekey_t *k, const char *bundle_key, const char *value, size_t len,
+                                    long long rev[2], long long *fresh_until_ms, const char **body, size_t *body_len,
+                                    mizan_err_t *err);
+
 #endif /* MIZAN_CACHEKEY_H */

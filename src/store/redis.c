@@ -308,7 +308,8 @@ typedef enum conn_state { ST_WAIT, ST_SETUP, ST_READY, ST_BROKEN, ST_FREEING } c
 typedef enum op_kind {
     OP_SETUP,       /* AUTH / SELECT / PING */
     OP_LOOKUP,      /* MGET */
-    OP_STORE,       /* SET ... EX */
+    OP_STORE,       /* SET ... EX, and a fill lock's release (EVAL) */
+    OP_LOCK,        /* SET lockkey token NX PX ms: a fill lock */
     OP_ITEM,        /* INCR / EXPIRE / PUBLISH of one invalidation item */
     OP_SUB,         /* SUBSCRIBE: confirmation, then every message */
     OP_SLOTS,       /* cluster: CLUSTER SLOTS for the router */
@@ -334,7 +335,7 @@ typedef struct op {
     unsigned redirects;     /* cluster: MOVED / ASK followed so far */
     struct cmdcopy *cmd;    /* cluster: the command, kept to resend it on MOVED / ASK */
     mizan_redis_lookup_cb lookup_cb; /* OP_LOOKUP, OP_DEFER_LOOKUP */
-    mizan_redis_done_cb done_cb;     /* OP_DEFER_DONE */
+    mizan_redis_done_cb done_cb;     /* OP_DEFER_DONE, OP_LOCK */
     void *arg;
     int rc;                 /* OP_DEFER_DONE */
     batch_t *batch;         /* OP_ITEM */
@@ -1277,6 +1278,18 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             mizan_log(MIZAN_LOG_WARN, "redis: SET failed: %s", reply->str);
         break;
+    case OP_LOCK: {
+        /* OK: taken; nil: someone holds it; anything else: unknown. */
+        int rc = -1;
+        if (reply != NULL && reply->type == REDIS_REPLY_STATUS && strcasecmp(reply->str, "OK") == 0)
+            rc = 1;
+        else if (reply != NULL && reply->type == REDIS_REPLY_NIL)
+            rc = 0;
+        else if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+            mizan_log(MIZAN_LOG_WARN, "redis: fill lock SET failed: %s", reply->str);
+        op->done_cb(op->arg, rc);
+        break;
+    }
     case OP_ITEM: {
         batch_t *b = op->batch;
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR && op->is_incr && current && r->state == ST_READY) {
@@ -2133,6 +2146,49 @@ void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, siz
     snprintf(ttl, sizeof(ttl), "%d", ttl_s);
     const char *argv[5] = {"SET", key, value, "EX", ttl};
     size_t lens[5] = {3, strlen(key), len, 2, strlen(ttl)};
+    if ((c != r ? send_routed(c, op, 5, argv, lens) : send_op(c, op, 5, argv, lens)) != 0)
+        free(op);
+}
+
+void mizan_redis_lock(mizan_redis_t *r, const char *key, const char *token, int ttl_ms, mizan_redis_done_cb cb,
+                      void *arg)
+{
+    mizan_redis_t *c = r->cl != NULL ? route(r, key) : r;
+    if (r->kind == KIND_CMD && mizan_redis_usable(r) && c != NULL && ttl_ms > 0) {
+        op_t *op = op_new(c, OP_LOCK);
+        if (op != NULL) {
+            op->done_cb = cb;
+            op->arg = arg;
+            char ms[16];
+            snprintf(ms, sizeof(ms), "%d", ttl_ms);
+            const char *argv[6] = {"SET", key, token, "NX", "PX", ms};
+            size_t lens[6] = {3, strlen(key), strlen(token), 2, 2, strlen(ms)};
+            if ((c != r ? send_routed(c, op, 6, argv, lens) : send_op(c, op, 6, argv, lens)) == 0)
+                return;
+            free(op);
+            request_kill(c, "could not queue a command");
+        }
+    }
+    defer_result(r, OP_DEFER_DONE, NULL, cb, arg, -1);
+}
+
+/* Deletes KEYS[1] only while it still holds ARGV[1]: a lock that expired and
+ * was taken by another instance is left to its new holder. */
+static const char unlock_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+void mizan_redis_unlock(mizan_redis_t *r, const char *key, const char *token)
+{
+    if (r->kind != KIND_CMD || !mizan_redis_usable(r))
+        return;
+    mizan_redis_t *c = r->cl != NULL ? route(r, key) : r;
+    if (c == NULL)
+        return;
+    op_t *op = op_new(c, OP_STORE);
+    if (op == NULL)
+        return;
+    const char *argv[5] = {"EVAL", unlock_script, "1", key, token};
+    size_t lens[5] = {4, sizeof(unlock_script) - 1, 1, strlen(key), strlen(token)};
     if ((c != r ? send_routed(c, op, 5, argv, lens) : send_op(c, op, 5, argv, lens)) != 0)
         free(op);
 }

@@ -208,6 +208,18 @@ void mizan_redis_store(mizan_redis_t *r, const char *key, const char *value, siz
  */
 void mizan_redis_repair_rev(mizan_redis_t *r, const char *key, int expire_s);
 
+/**
+ * A fill lock: SET key token NX PX ttl_ms on the owner of key's slot, then
+ * cb(arg, rc) on this loop: 1 taken, 0 held by someone else, -1 unknown
+ * (Redis unusable, an error, a timeout). Always called, never from inside
+ * this call. Command connection only.
+ */
+void mizan_redis_lock(mizan_redis_t *r, const char *key, const char *token, int ttl_ms,
+                      void (*cb)(void *arg, int rc), void *arg);
+
+/** Releases a fill lock if it still holds token (a compare-and-delete script); no reply awaited. */
+void mizan_redis_unlock(mizan_redis_t *r, const char *key, const char *token);
+
 /** One invalidation: INCR rev_key, EXPIRE rev_key expire_s when > 0, PUBLISH event. */
 typedef struct mizan_redis_inval {
     const char *rev_key;
