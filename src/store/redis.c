@@ -2173,9 +2173,11 @@ void mizan_redis_lock(mizan_redis_t *r, const char *key, const char *token, int 
 }
 
 /* Deletes KEYS[1] only while it still holds ARGV[1]: a lock that expired and
- * was taken by another instance is left to its new holder. */
+ * was taken by another instance is left to its new holder. EXPIRE 0 deletes
+ * it: the ACL of deploy/redis/redis-cache.conf (which applies inside
+ * scripts) allows EXPIRE and withholds DEL. */
 static const char unlock_script[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], 0) else return 0 end";
 
 void mizan_redis_unlock(mizan_redis_t *r, const char *key, const char *token)
 {

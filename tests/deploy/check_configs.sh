@@ -167,6 +167,13 @@ check_redis() {
     expect 1 "${as[@]}" expire 'mizan:rev:{post}' 120
     expect $'1\n\n{"v":1}' "${as[@]}" mget 'mizan:rev:{post}' 'mizan:rev:{post}:cd34' 'mizan:ctx:{post}:ab12'
     expect 0 "${as[@]}" publish mizan:events '{"type":"invalidate","context":"post"}'
+    # The fill lock: SET NX PX, and its release by compare-and-delete (EVAL running GET and EXPIRE 0).
+    expect OK "${as[@]}" set 'mizan:lock:{post}:ab12:0:0' tok NX PX 5000
+    expect '' "${as[@]}" set 'mizan:lock:{post}:ab12:0:0' other NX PX 5000
+    expect 0 "${as[@]}" eval "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], 0) else return 0 end" 1 'mizan:lock:{post}:ab12:0:0' other
+    expect 1 "${as[@]}" eval "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], 0) else return 0 end" 1 'mizan:lock:{post}:ab12:0:0' tok
+    expect '' "${as[@]}" get 'mizan:lock:{post}:ab12:0:0'
+    expect "*can't run this command*" "${as[@]}" eval "return redis.call('DEL', KEYS[1])" 1 'mizan:rev:{post}'
     # ...and what it sends to a Redis Cluster (refused here by the server, not the ACL).
     expect 0 "${as[@]}" wait 0 0
     expect 'ERR*cluster support disabled*' "${as[@]}" cluster slots

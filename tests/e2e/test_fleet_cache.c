@@ -11,6 +11,7 @@
  *   - the same with the embedded cache on one instance;
  *   - 3 instances x 100 concurrent first requests run the function once
  *     across the fleet;
+ *   - the same on a Redis Cluster, the lock on its context's slot;
  *   - with the lock holder killed mid-computation, the others answer once
  *     the lock lapses, within lock TTL + one computation (plus slack).
  * Measured figures are printed on stderr ("fleet:" lines).
@@ -24,6 +25,7 @@
 
 #include "cache_support.h"
 #include "harness.h"
+#include "rcluster.h"
 
 TestSuite(fleet, .init = mz_setup, .fini = mz_teardown, .timeout = 300);
 
@@ -241,6 +243,34 @@ Test(fleet, one_computation_per_bundle_across_three_instances)
     cr_assert_eq(total, 1, "fl_read_slow ran %.0f times across the fleet", total);
     cr_assert_eq(won, 1);
     cr_assert_eq(served, waited);
+}
+
+/* On a Redis Cluster: the lock lands on the slot of {fl_slow}, and the storm computes once. */
+Test(fleet, one_computation_on_a_redis_cluster)
+{
+    mz_rcluster_t *cl = mz_rcluster_start(3, 0, 2000);
+    char *dir = mz_tmpdir();
+    mz_gw_t *gws[3];
+    for (int i = 0; i < 3; i++) {
+        json_t *cfg = mz_json("{\"instance\":\"g%d\",\"modules\":[{\"name\":\"mz_fleet\",\"config\":{\"dir\":\"%s\","
+                              "\"slow_ms\":1500}}],\"cache\":{\"redis_url\":\"%s\"}}",
+                              i, dir, cl->url);
+        mz_gw_opts_t opts = {.config = cfg, .dir = dir};
+        gws[i] = mz_gw_start_opts(&opts);
+        mz_wait_status(gws[i], "/readyz", 200, 15000, NULL);
+    }
+    double total = storm(gws, 3, 50);
+    int owner = mz_rcluster_owner(cl, mz_rcluster_keyslot(cl, "{fl_slow}"));
+    cr_assert_geq(owner, 0);
+    for (int i = 0; i < cl->n; i++) {
+        long long evals = mz_rcluster_cmdstat(cl, i, "eval");
+        if (i == owner)
+            cr_assert_geq(evals, 1, "the lock's release went elsewhere than the {fl_slow} slot's master");
+        else
+            cr_assert_eq(evals, 0, "node %d (not the slot's master) got %lld EVAL", i, evals);
+    }
+    fprintf(stderr, "fleet: Redis Cluster, 3 x 50 first requests: fl_read_slow runs %.0f\n", total);
+    cr_assert_eq(total, 1, "fl_read_slow ran %.0f times across the fleet", total);
 }
 
 /* With cache.fill_lock false, the same storm computes once per instance (the lock is what makes it one). */
