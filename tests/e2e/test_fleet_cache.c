@@ -197,6 +197,25 @@ Test(fleet, stale_in_the_embedded_cache)
     cr_assert_eq(bundle_n(after, "fl_read"), 1);
 }
 
+/* A context declared in the config file takes stale_s too. */
+Test(fleet, config_declared_context_with_stale_s)
+{
+    char *dir = mz_tmpdir();
+    mz_gw_t *gw = start_gw(dir, NULL, "solo", NULL,
+                           "{\"contexts\":[{\"name\":\"cfg_item\",\"functions\":[\"fl_read\"],\"ttl\":1,"
+                           "\"stale_s\":30,\"params_schema\":{\"type\":\"object\",\"additionalProperties\":false,"
+                           "\"required\":[\"id\"],\"properties\":{\"id\":{\"type\":\"integer\"}}}}]}");
+    const char *path = "/api/mizan/ctx/cfg_item/?id=1";
+    mz_resp_t *first = mz_ctx_get(gw, path, NULL, "MISS");
+    cr_assert_str_eq(cache_of(mz_get(gw, path, NULL)), "HIT");
+    mz_sleep_ms(1300);
+    mz_resp_t *stale = mz_ctx_get(gw, path, NULL, "STALE");
+    cr_assert_str_eq(stale->body, first->body);
+    mz_gw_t *gws[] = {gw};
+    wait_runs(gws, 1, "fl_read", 2, 10000);
+    cr_assert_eq(mz_metric(gw, "mizan_cache_requests_total{context=\"cfg_item\",outcome=\"stale\"}"), 1);
+}
+
 /* ------------------------------------------------------------------------
  * One computation per bundle across the fleet
  * ---------------------------------------------------------------------- */
