@@ -94,7 +94,7 @@ export interface Bundle<N extends string = string, P = unknown, D = unknown> {
   params: P;
   data: Partial<D>;
   errors: Record<string, ErrorBody>;
-  /** X-Mizan-Cache (HIT, MISS, BYPASS) when the gateway exposes it. */
+  /** X-Mizan-Cache (HIT, MISS, BYPASS, STALE: any string) when the gateway exposes it. */
   cache?: string;
 }
 
