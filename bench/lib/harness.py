@@ -18,6 +18,10 @@ everything a run needs, all on loopback ports:
     redis-server x 6            a Redis Cluster (3 masters, 3 replicas) for the
                                 *_redis_cluster scenarios
     mizand "cluster-a", "cluster-b" sharing the cluster and another SQLite file
+    mizand "storm-lock-1..3",   sharing Redis, the miss_storm_fleet scenario:
+    "storm-nolock-1..3"         concurrent first requests for one bundle over
+                                3 instances, with the fleet fill lock and
+                                with cache.fill_lock false
     mizand "upstream"           no module: four upstream functions declared in
                                 its config, answered by "ceiling-upstream",
                                 and two contexts bundling them (TTL 0 and
@@ -79,11 +83,20 @@ GZIP_CONTEXT = {"name": "bench_big", "ttl": 3600, "functions": ["list_posts"],
                 "params_schema": {"type": "object", "properties": {"limit": {"type": "integer", "minimum": 1,
                                                                              "maximum": 100}},
                                   "required": ["limit"], "additionalProperties": False}}
+# The miss_storm_fleet scenario's context: slow_a (sleeps ms) cached, with a round param so that every round of
+# the storm is a first request for a bundle of its own.
+STORM_CONTEXT = {"name": "bench_storm", "ttl": 300, "functions": ["slow_a"],
+                 "params_schema": {"type": "object",
+                                   "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 10000},
+                                                  "round": {"type": "integer", "minimum": 0}},
+                                   "required": ["ms", "round"], "additionalProperties": False}}
+STORM_INSTANCES = 3
+STORM_MS = 200           # one computation of a storm bundle
 
 SCENARIOS = [
     "call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster",
     "ctx_post_miss", "ctx_fanout", "mixed", "mixed_redis_cluster", "sse_fanout", "connections", "upstream_bundle",
-    "upstream_bundle_cached", "gzip_bundle",
+    "upstream_bundle_cached", "gzip_bundle", "miss_storm_fleet",
 ]
 CLUSTER_NODES = 6         # the Redis Cluster of the *_redis_cluster scenarios: 3 masters, 3 replicas
 
@@ -91,9 +104,9 @@ CLUSTER_NODES = 6         # the Redis Cluster of the *_redis_cluster scenarios: 
 # scenario, open-loop rates, client counts.
 SETS = {
     "full": {"duration": 10, "rounds": 3, "connections": 64, "fanout_rate": 100, "sse_clients": 1000, "sse_rate": 20,
-             "idle_stages": [1000, 10000], "settle": 1.0},
+             "idle_stages": [1000, 10000], "settle": 1.0, "storm_rounds": 20, "storm_clients": 30},
     "quick": {"duration": 3, "rounds": 1, "connections": 64, "fanout_rate": 50, "sse_clients": 100, "sse_rate": 20,
-              "idle_stages": [500, 2000], "settle": 0.5},
+              "idle_stages": [500, 2000], "settle": 0.5, "storm_rounds": 5, "storm_clients": 20},
 }
 
 
@@ -499,7 +512,7 @@ class Harness:
             time.sleep(0.1)
         raise BenchError("the Redis Cluster did not reach cluster_state:ok")
 
-    def start_gateway(self, name, db, redis=False, cache_max_bytes=None, extra=None):
+    def start_gateway(self, name, db, redis=False, cache_max_bytes=None, extra=None, cache_extra=None):
         """
         Starts a gateway on a free port and waits for /readyz. db: the blog
         module's SQLite file, or None for a gateway without modules; extra:
@@ -514,6 +527,7 @@ class Harness:
                 cache["redis_url"] = f"redis://{self.redis_addr}/0"
             if cache_max_bytes:
                 cache["max_bytes"] = cache_max_bytes
+            cache.update(cache_extra or {})
             cfg = {
                 "listen": f"127.0.0.1:{port}",
                 "io_threads": self.io_threads,
@@ -839,6 +853,72 @@ class Harness:
                         "the LRU evicts every bundle before it comes round again, so every fetch runs get_post, "
                         "list_comments and get_author (SQLite) concurrently and stores the result")
         return body
+
+    def storm_round(self, gws, path, clients):
+        """clients concurrent GETs of path on each gateway, released together; (statuses, X-Mizan-Cache) counts."""
+        import threading
+        barrier = threading.Barrier(clients * len(gws))
+        statuses, caches, lock = {}, {}, threading.Lock()
+
+        def one(addr):
+            try:
+                barrier.wait(timeout=30)
+                status, headers, _ = http_request(addr, "GET", path, timeout=30)
+                cache = headers.get("X-Mizan-Cache", "none")
+            except (OSError, threading.BrokenBarrierError) as e:
+                status, cache = type(e).__name__, "none"
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+                caches[cache] = caches.get(cache, 0) + 1
+
+        threads = [threading.Thread(target=one, args=(gw.addr,)) for gw in gws for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return statuses, caches
+
+    def sc_storm(self):
+        rounds, clients = self.s["storm_rounds"], self.s["storm_clients"]
+        out = {"what": (f"{rounds} rounds of {clients} concurrent first requests on each of {STORM_INSTANCES} "
+                        f"instances sharing Redis for one new bundle (a context of slow_a, {STORM_MS} ms): "
+                        "computations (slow_a runs, summed over the instances' /metrics) with the fleet fill lock "
+                        "and with cache.fill_lock false"),
+               "rounds": rounds, "clients_per_instance": clients, "instances": STORM_INSTANCES}
+        checks = []
+        for label, offset in (("lock", 0), ("nolock", 100000)):
+            gws = [self.gateways[f"storm-{label}-{i}"] for i in range(1, STORM_INSTANCES + 1)]
+            before = [scrape(gw.addr) for gw in gws]
+            statuses, caches = {}, {}
+            t0 = time.monotonic()
+            for r in range(rounds):
+                path = f"/api/mizan/ctx/bench_storm/?ms={STORM_MS}&round={offset + r}"
+                st, ca = self.storm_round(gws, path, clients)
+                for k, v in st.items():
+                    statuses[str(k)] = statuses.get(str(k), 0) + v
+                for k, v in ca.items():
+                    caches[k] = caches.get(k, 0) + v
+            elapsed = time.monotonic() - t0
+            after = [scrape(gw.addr) for gw in gws]
+            runs = [metric_delta(b, a, "mizan_function_runs_total", function="slow_a") for b, a in zip(before, after)]
+            locks = {o: sum(int(metric_delta(b, a, "mizan_cache_fill_locks_total", outcome=o) or 0)
+                            for b, a in zip(before, after)) for o in ("won", "waited", "served", "expired")}
+            total = int(sum(x for x in runs if x is not None))
+            out[label] = {"computations": total, "per_bundle": round(total / rounds, 2),
+                          "per_instance": [int(x) if x is not None else None for x in runs],
+                          "requests": rounds * clients * STORM_INSTANCES, "statuses": statuses, "cache": caches,
+                          "fill_locks": locks, "elapsed_s": round(elapsed, 2)}
+            self.say(f"miss_storm_fleet ({label}): {total} computations for {rounds} bundles; statuses {statuses}, "
+                     f"cache {caches}, locks {locks}")
+        lk, nl = out["lock"], out["nolock"]
+        checks.append({"name": "storm_one_computation_per_bundle", "passed": lk["computations"] == rounds,
+                       "detail": f"{lk['computations']} computations for {rounds} bundles with the fill lock "
+                                 f"({nl['computations']} without it) (pass: exactly one per bundle)"})
+        checks.append({"name": "storm_all_answered", "passed": set(lk["statuses"]) == {"200"}
+                       and set(nl["statuses"]) == {"200"},
+                       "detail": f"statuses with the lock {lk['statuses']}, without {nl['statuses']} (pass: all 200)"})
+        out["checks"] = checks
+        return out
 
     def sc_fanout(self):
         gw = self.gateways["embedded"]
@@ -1230,7 +1310,8 @@ class Harness:
                 "ctx_fanout": 2 * self.long + 2, "mixed": 2 * self.long + 3, "mixed_redis_cluster": 2 * self.long + 3,
                 "sse_fanout": self.long + 10, "connections": 10 + 8 * self.s["settle"],
                 "upstream_bundle": w + 2, "upstream_bundle_cached": w + 2,
-                "gzip_bundle": 2 * (d + 0.5) + 2}
+                "gzip_bundle": 2 * (d + 0.5) + 2,
+                "miss_storm_fleet": 2 * self.s["storm_rounds"] * (STORM_MS / 1000.0 + 0.5) + 10}
         return 10 + sum(cost[s] for s in selected)
 
     def run(self):
@@ -1329,6 +1410,16 @@ class Harness:
                      f"({len(UPSTREAM_PATHS)} upstream functions)")
             self.upstream_svc = self.start_ceiling("ceiling-upstream")
             self.start_gateway("upstream", None, extra=self.upstream_config(self.upstream_svc))
+        if "miss_storm_fleet" in needs:
+            self.say(f"starting gateways 'storm-lock-1..{STORM_INSTANCES}' and 'storm-nolock-1..{STORM_INSTANCES}' "
+                     "(sharing Redis, with and without the fill lock)")
+            if self.redis is None:
+                self.start_redis()
+            storm_db = os.path.join(self.work, "blog-storm.db")
+            for i in range(1, STORM_INSTANCES + 1):
+                self.start_gateway(f"storm-lock-{i}", storm_db, redis=True, extra={"contexts": [STORM_CONTEXT]})
+                self.start_gateway(f"storm-nolock-{i}", storm_db, redis=True, extra={"contexts": [STORM_CONTEXT]},
+                                   cache_extra={"fill_lock": False})
         if "gzip_bundle" in needs:
             self.say(f"starting gateway 'gzip' (a context bundling {GZIP_POSTS} posts)")
             self.start_gateway("gzip", local_db, extra={"contexts": [GZIP_CONTEXT]})
@@ -1348,6 +1439,8 @@ class Harness:
             return self.sc_mixed("redis_cluster")
         if name == "ctx_post_miss":
             return self.sc_miss()
+        if name == "miss_storm_fleet":
+            return self.sc_storm()
         if name == "ctx_fanout":
             return self.sc_fanout()
         if name == "mixed":

@@ -108,6 +108,10 @@ def summary_table(rep):
                 f"| {_f(cpu.get('plain'))} plain | +{_f(cpu.get('gzip_extra'))} µs | {_f(lat['p50'], 2)} "
                 f"| {_f(lat['p90'], 2)} | {_f(lat['p99'], 2)} | {_f(lat['p99_9'], 2)} | – "
                 f"| {_f(g['errors']['total'])} | {_mib(g.get('peak_rss_bytes'))} | – |")
+        elif name == "miss_storm_fleet":
+            lk, nl = s.get("lock", {}), s.get("nolock", {})
+            rows.append(f"| {name} | {lk.get('computations')} computations with the fill lock, "
+                        f"{nl.get('computations')} without, for {s.get('rounds')} bundles |" + " |" * 14)
         elif name == "connections":
             parts = []
             for gs, cs in zip(g.get("stages", []), (c or {}).get("stages", [])):
@@ -253,6 +257,13 @@ def _details(rep):
                            f"{ck.get('read_errors')} read errors; reads answered {ck.get('read_cache')}")
                 for v in ck.get("violation_samples", []):
                     out.append(f"  - stale read: {v}")
+        elif name == "miss_storm_fleet":
+            for label, what in (("lock", "with the fill lock"), ("nolock", "with cache.fill_lock false")):
+                m = s.get(label, {})
+                out.append(f"- {what}: {m.get('computations')} computations for {s.get('rounds')} bundles "
+                           f"({m.get('per_bundle')} per bundle; per instance {m.get('per_instance')}); "
+                           f"{m.get('requests')} requests, statuses {m.get('statuses')}, X-Mizan-Cache "
+                           f"{m.get('cache')}, fill locks {m.get('fill_locks')}, {m.get('elapsed_s')} s")
         elif name == "ctx_fanout":
             out.append(f"- gateway: {g['requests']:,} requests at {g['rate']}/s, p50 {g['latency_ms']['p50']} ms, "
                        f"p99 {g['latency_ms']['p99']} ms (ideal 20 ms, sequential 80 ms); errors "
