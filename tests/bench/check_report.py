@@ -16,7 +16,7 @@ import sys
 UPSTREAM = ["upstream_bundle", "upstream_bundle_cached"]
 WRK = ["call_ping", "call_add", "ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster",
        "ctx_post_miss", "mixed", "mixed_redis_cluster"] + UPSTREAM
-ALL = WRK + ["ctx_fanout", "sse_fanout", "connections", "gzip_bundle"]
+ALL = WRK + ["ctx_fanout", "sse_fanout", "connections", "gzip_bundle", "miss_storm_fleet"]
 CACHED = ["ctx_post_hit_embedded", "ctx_post_hit_redis", "ctx_post_hit_redis_cluster", "ctx_post_miss", "mixed",
           "mixed_redis_cluster", "upstream_bundle_cached"]
 UPSTREAM_FUNCTIONS = 4
@@ -84,6 +84,14 @@ def main(out):
             check(positive(get("gzip_bundle", "cpu_us_per_req", mode)), f"gzip_bundle: CPU per answer ({mode})")
         check(positive(get("gzip_bundle", "gateway", "wire_bytes_per_req")) and
               positive(get("gzip_bundle", "plain", "wire_bytes_per_req")), "gzip_bundle: bytes on the wire")
+
+    if get("miss_storm_fleet", "status") == "ok":
+        rounds = get("miss_storm_fleet", "rounds")
+        lock, nolock = get("miss_storm_fleet", "lock", "computations"), get("miss_storm_fleet", "nolock", "computations")
+        check(positive(rounds) and lock == rounds,
+              f"miss_storm_fleet: one computation per bundle with the fill lock ({lock} for {rounds})")
+        check(isinstance(nolock, int) and nolock >= rounds,
+              f"miss_storm_fleet: computations without the lock counted ({nolock})")
 
     for name in UPSTREAM:
         if get(name, "status") != "ok":
