@@ -37,7 +37,7 @@ extern "C" {
 /**
  * ABI version a module is built against; checked when it is loaded (see
  * MIZAN_MODULE_ABI). Version 2 added mizan_function_def_t.max_concurrency and
- * output_schema.
+ * output_schema, and mizan_context_def_t.stale_s.
  */
 #define MIZAN_ABI_VERSION 2
 
