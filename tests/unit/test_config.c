@@ -804,6 +804,23 @@ Test(config, cluster_url_and_failover_wait)
             ": field \"cache.failover_wait_ms\" must be an integer in 0..60000");
 }
 
+Test(config, fill_lock)
+{
+    mizan_config_t cfg;
+    load_ok("{}", &cfg);
+    cr_assert(cfg.cache_fill_lock, "the fill lock is on by default");
+    cr_assert_eq(cfg.cache_fill_lock_ms, 0);
+    mizan_config_deinit(&cfg);
+    load_ok("{\"cache\": {\"fill_lock\": false, \"fill_lock_ms\": 1500}}", &cfg);
+    cr_assert(!cfg.cache_fill_lock);
+    cr_assert_eq(cfg.cache_fill_lock_ms, 1500);
+    mizan_config_deinit(&cfg);
+    refused("{\"cache\": {\"fill_lock\": \"yes\"}}", ": field \"cache.fill_lock\" must be true or false");
+    refused("{\"cache\": {\"fill_lock_ms\": -1}}", ": field \"cache.fill_lock_ms\" must be an integer in 0..600000");
+    refused("{\"cache\": {\"fill_lock_ms\": 600001}}",
+            ": field \"cache.fill_lock_ms\" must be an integer in 0..600000");
+}
+
 Test(config, cache_field_errors)
 {
     char prefix[80];

@@ -434,6 +434,38 @@ Test(registry, negative_ttl)
     finish_refused("module \"testmod\": context \"c\": ttl must be >= 0 seconds");
 }
 
+Test(registry, stale_s)
+{
+    cr_assert_eq(add_query("q", NULL), 0);
+    mizan_context_def_t def = {.name = "c", .functions = FNS("q"), .ttl = 5, .stale_s = 30};
+    cr_assert_eq(mizan_module_add_context(M(&mod), &def), 0);
+    /* Without a TTL nothing is stored, so nothing can be served stale. */
+    mizan_context_def_t uncached = {.name = "d", .functions = FNS("q"), .ttl = 0, .stale_s = 30};
+    cr_assert_eq(mizan_module_add_context(M(&mod), &uncached), 0);
+    finish_ok();
+    cr_assert_eq(mizan_registry_context(&reg, "c")->stale_s, 30);
+    cr_assert_eq(mizan_registry_context(&reg, "d")->stale_s, 0);
+}
+
+Test(registry, negative_stale_s)
+{
+    cr_assert_eq(add_query("q", NULL), 0);
+    mizan_context_def_t def = {.name = "c", .functions = FNS("q"), .ttl = 5, .stale_s = -1};
+    cr_assert_eq(mizan_module_add_context(M(&mod), &def), -1);
+    finish_refused("module \"testmod\": context \"c\": stale_s must be 0..31536000 seconds");
+}
+
+Test(registry, abi_1_contexts_get_no_stale_s)
+{
+    /* A module built for ABI 1 has no stale_s member: whatever lies there is not read. */
+    mod.abi = 1;
+    cr_assert_eq(add_query("q", NULL), 0);
+    mizan_context_def_t def = {.name = "c", .functions = FNS("q"), .ttl = 5, .stale_s = 30};
+    cr_assert_eq(mizan_module_add_context(M(&mod), &def), 0);
+    finish_ok();
+    cr_assert_eq(mizan_registry_context(&reg, "c")->stale_s, 0);
+}
+
 Test(registry, invalid_scope)
 {
     cr_assert_eq(add_query("q", NULL), 0);
