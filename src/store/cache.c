@@ -18,7 +18,9 @@
  *
  * Fill locks (Redis, cache.fill_lock): a flight's leader takes
  * SET <prefix>lock:{C}:<bundle hex>:<revs> token NX PX ttl before it
- * computes, and releases it (compare-and-delete) after storing. A leader
+ * computes (reading the bundle once more after winning it, in case a holder
+ * stored it just before), and releases it (compare-and-delete) after
+ * storing. A leader
  * that finds it held polls: one MGET every POLL_MS, serving the bundle once
  * it is stored with the revisions it read, taking the lock once it lapses
  * (the holder died), and computing anyway once two lock TTLs (plus a
@@ -472,17 +474,46 @@ static found_t open_value(mizan_lookup_t *lk, const long long rev[2], const char
 
 static void take_lock(mizan_lookup_t *lk, void (*cb)(void *arg, int rc));
 
-/* A stale lookup's fill lock answer: lead the recomputation, or leave it to its holder. */
-static void on_stale_lock(void *arg, int rc)
+/* A stale lookup holds the lock: unless another instance refreshed the bundle meanwhile, lead the recomputation. */
+static void on_stale_locked_read(void *arg, int rc, long long ctx_rev, long long scoped_rev, const char *value,
+                                 size_t len)
 {
     mizan_lookup_t *lk = arg;
     mizan_cache_t *c = lk->cache;
     char *text = lk->stale_text;
     lk->stale_text = NULL;
+    long long rev[2] = {ctx_rev, scoped_rev};
+    const char *body;
+    size_t blen;
+    if (rc == 0 && rev[0] == lk->rev[0] && rev[1] == lk->rev[1] &&
+        open_value(lk, rev, value, len, &body, &blen) == FOUND_FRESH) {
+        mizan_redis_unlock(lk->cl->redis, lk->lock_key, lk->lock_token);
+        lk->locked = false;
+        land_flight(lk, NULL, NULL, 0);
+        atomic_fetch_add(&c->hits, 1);
+        answer(lk, MIZAN_CACHE_HIT, "HIT", body, blen);
+        free(text);
+        return;
+    }
+    atomic_fetch_add(&c->lock_won, 1);
+    atomic_fetch_add(&c->stale, 1);
+    answer(lk, MIZAN_CACHE_STALE_REFRESH, "STALE", text, lk->stale_len);
+    free(text);
+}
+
+/* A stale lookup's fill lock answer: lead the recomputation, or leave it to its holder. */
+static void on_stale_lock(void *arg, int rc)
+{
+    mizan_lookup_t *lk = arg;
+    mizan_cache_t *c = lk->cache;
     if (rc == 1) {
         lk->locked = true;
-        atomic_fetch_add(&c->lock_won, 1);
+        mizan_redis_lookup(lk->cl->redis, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, on_stale_locked_read,
+                           lk);
+        return;
     }
+    char *text = lk->stale_text;
+    lk->stale_text = NULL;
     if (rc == 0) {
         /* Another instance recomputes it. */
         free(lk->lock_key);
@@ -581,18 +612,52 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
     mizan_redis_lookup(lk->cl->redis, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, on_poll_lookup, lk);
 }
 
+/*
+ * The lock is ours: one more read first, because a holder may have stored
+ * and released it between this lookup's MGET and its SET NX (the store
+ * goes before the release, on one connection, so this read sees it).
+ */
+static void on_locked_read(void *arg, int rc, long long ctx_rev, long long scoped_rev, const char *value,
+                           size_t len)
+{
+    mizan_lookup_t *lk = arg;
+    mizan_cache_t *c = lk->cache;
+    long long rev[2] = {ctx_rev, scoped_rev};
+    const char *body;
+    size_t blen;
+    if (rc == 0 && rev[0] == lk->rev[0] && rev[1] == lk->rev[1] &&
+        open_value(lk, rev, value, len, &body, &blen) != FOUND_NOTHING) {
+        mizan_redis_unlock(lk->cl->redis, lk->lock_key, lk->lock_token);
+        lk->locked = false;
+        if (lk->lock_waited)
+            atomic_fetch_add(&c->lock_served, 1);
+        atomic_fetch_add(&c->hits, 1);
+        land_flight(lk, "HIT", body, blen);
+        answer(lk, MIZAN_CACHE_HIT, "HIT", body, blen);
+        return;
+    }
+    if (rc == 0) {
+        /* Computed from now on: stored with the revisions just read. */
+        lk->rev[0] = rev[0];
+        lk->rev[1] = rev[1];
+    }
+    atomic_fetch_add(&c->lock_won, 1);
+    if (lk->lock_waited)
+        atomic_fetch_add(&c->lock_expired, 1);
+    answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
+}
+
 /* A leader's fill lock answer: compute (won, or Redis cannot say), or poll for the holder's bundle. */
 static void on_fill_lock(void *arg, int rc)
 {
     mizan_lookup_t *lk = arg;
     mizan_cache_t *c = lk->cache;
+    if (rc == 1) {
+        lk->locked = true;
+        mizan_redis_lookup(lk->cl->redis, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, on_locked_read, lk);
+        return;
+    }
     if (rc != 0) {
-        if (rc == 1) {
-            lk->locked = true;
-            atomic_fetch_add(&c->lock_won, 1);
-            if (lk->lock_waited)
-                atomic_fetch_add(&c->lock_expired, 1);
-        }
         answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
         return;
     }
