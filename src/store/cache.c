@@ -85,6 +85,7 @@ struct mizan_lookup {
     bool locked;          /* holds the fill lock (released after the store) */
     bool lock_waited;     /* found the lock held: polling for the holder's bundle */
     long long wait_until; /* monotonic ms: stop polling and compute */
+    bool refused;         /* a stored value was refused (counted and logged once per lookup) */
     struct event *poll;   /* the polling timer */
 };
 
@@ -453,10 +454,14 @@ static found_t open_value(mizan_lookup_t *lk, const long long rev[2], const char
     mizan_err_t err = {{0}};
     if (mizan_cachekey_value_open_fresh(&c->keys, lk->bundle_key, value, len, stored, &fresh, body, blen, &err) < 0) {
         /* Forged, copied from another key, or written by an older
-         * gateway: a miss, and the recomputed bundle overwrites it. */
-        atomic_fetch_add(&c->rejected, 1);
-        mizan_log(MIZAN_LOG_WARN, "cache: stored value for context %s refused (%s); recomputing (request %s)",
-                  lk->ctx->name, err.msg, lk->rid);
+         * gateway: a miss, and the recomputed bundle overwrites it. A
+         * lookup that reads it again (fill lock) says so once. */
+        if (!lk->refused) {
+            lk->refused = true;
+            atomic_fetch_add(&c->rejected, 1);
+            mizan_log(MIZAN_LOG_WARN, "cache: stored value for context %s refused (%s); recomputing (request %s)",
+                      lk->ctx->name, err.msg, lk->rid);
+        }
         return FOUND_NOTHING;
     }
     /* A mutation since the store: never served, not even stale. */
