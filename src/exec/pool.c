@@ -8,30 +8,42 @@
 
 #include "log.h"
 
+/*
+ * Wake-ups are chained: a submission wakes one worker, and a worker that
+ * takes a job while more are queued wakes the next. A batch of short jobs
+ * then wakes as few threads as it needs (one that finishes quickly takes
+ * the next job itself), while long ones still spread over as many workers
+ * as there are jobs, one wake-up apart. Waking every idle worker for each
+ * batch would make all but a few of them go back to sleep at once.
+ */
 static void *worker_main(void *arg)
 {
     mizan_pool_t *pool = arg;
+    pthread_mutex_lock(&pool->lock);
     for (;;) {
-        pthread_mutex_lock(&pool->lock);
         while (pool->count == 0 && !pool->stopping)
             pthread_cond_wait(&pool->nonempty, &pool->lock);
-        if (pool->count == 0) {
-            pthread_mutex_unlock(&pool->lock);
-            return NULL;
-        }
+        if (pool->count == 0)
+            break;
         mizan_job_t *job = pool->ring[pool->head];
         pool->head = (pool->head + 1) % pool->capacity;
         pool->count--;
         pool->busy++;
+        if (pool->count > 0)
+            pthread_cond_signal(&pool->nonempty);
         pthread_mutex_unlock(&pool->lock);
 
         mizan_job_run(job);
 
+        /* Not busy any more before the answer can go out (readiness reads it). */
         pthread_mutex_lock(&pool->lock);
         pool->busy--;
         pthread_mutex_unlock(&pool->lock);
         pool->complete(job);
+        pthread_mutex_lock(&pool->lock);
     }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
 }
 
 int mizan_pool_start(mizan_pool_t *pool, int nthreads, size_t capacity, void (*complete)(mizan_job_t *),
@@ -70,10 +82,8 @@ int mizan_pool_submit(mizan_pool_t *pool, mizan_job_t **jobs, size_t n)
         pool->ring[(pool->head + pool->count) % pool->capacity] = jobs[i];
         pool->count++;
     }
-    if (n == 1)
-        pthread_cond_signal(&pool->nonempty);
-    else
-        pthread_cond_broadcast(&pool->nonempty);
+    if (n > 0)
+        pthread_cond_signal(&pool->nonempty); /* the woken worker wakes the next (worker_main) */
     pthread_mutex_unlock(&pool->lock);
     return 0;
 }
