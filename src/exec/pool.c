@@ -9,12 +9,10 @@
 #include "log.h"
 
 /*
- * Wake-ups are chained: a submission wakes one worker, and a worker that
- * takes a job while more are queued wakes the next. A batch of short jobs
- * then wakes as few threads as it needs (one that finishes quickly takes
- * the next job itself), while long ones still spread over as many workers
- * as there are jobs, one wake-up apart. Waking every idle worker for each
- * batch would make all but a few of them go back to sleep at once.
+ * A submission of n jobs wakes n workers (at most), one signal each: every
+ * job of a batch starts at once, as a context's concurrent functions must,
+ * while the other idle workers sleep on. Waking every idle worker for each
+ * batch made all but a few go back to sleep at once.
  */
 static void *worker_main(void *arg)
 {
@@ -29,8 +27,6 @@ static void *worker_main(void *arg)
         pool->head = (pool->head + 1) % pool->capacity;
         pool->count--;
         pool->busy++;
-        if (pool->count > 0)
-            pthread_cond_signal(&pool->nonempty);
         pthread_mutex_unlock(&pool->lock);
 
         mizan_job_run(job);
@@ -82,8 +78,8 @@ int mizan_pool_submit(mizan_pool_t *pool, mizan_job_t **jobs, size_t n)
         pool->ring[(pool->head + pool->count) % pool->capacity] = jobs[i];
         pool->count++;
     }
-    if (n > 0)
-        pthread_cond_signal(&pool->nonempty); /* the woken worker wakes the next (worker_main) */
+    for (size_t i = 0; i < n; i++)
+        pthread_cond_signal(&pool->nonempty);
     pthread_mutex_unlock(&pool->lock);
     return 0;
 }
