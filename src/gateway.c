@@ -47,6 +47,8 @@ int mizan_gateway_init(mizan_gateway_t *gw, const char *config_path, const char 
         return -1;
     if (mizan_registry_limits(&gw->reg, gw->cfg.max_concurrency, gw->cfg.file, err) < 0)
         return -1;
+    if (mizan_registry_nonblocking(&gw->reg, gw->cfg.nonblocking, gw->cfg.file, err) < 0)
+        return -1;
     return 0;
 }
 

@@ -36,8 +36,8 @@ extern "C" {
 
 /**
  * ABI version a module is built against; checked when it is loaded (see
- * MIZAN_MODULE_ABI). Version 2 added mizan_function_def_t.max_concurrency and
- * output_schema, and mizan_context_def_t.stale_s.
+ * MIZAN_MODULE_ABI). Version 2 added mizan_function_def_t.max_concurrency,
+ * output_schema and nonblocking, and mizan_context_def_t.stale_s.
  */
 #define MIZAN_ABI_VERSION 2
 
@@ -192,6 +192,14 @@ typedef struct mizan_function_def {
                                      Published by the schema endpoint for client
                                      code generation; results are checked against
                                      it when the gateway runs with validate_output */
+    bool nonblocking;           /**< (ABI 2) the handler never blocks (no I/O, no lock held
+                                     long, no mizan_req_sleep) and finishes in microseconds:
+                                     it then runs inline on the I/O loop that received the
+                                     request instead of on a worker, saving two thread
+                                     hand-offs. Deadlines, max_concurrency and validate_output
+                                     apply as on a worker; a handler that does block stalls
+                                     every connection of its loop meanwhile. false: a worker.
+                                     The config's "nonblocking" may override it */
 } mizan_function_def_t;
 
 /** A context definition, copied by mizan_module_add_context(). */

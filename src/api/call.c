@@ -16,6 +16,7 @@
 #include "log.h"
 #include "reply.h"
 #include "request.h"
+#include "text.h"
 
 /* Records ex's targets, then done(ex, rc). */
 static void invalidate(mizan_exchange_t *ex, void (*done)(void *arg, int rc))
@@ -217,7 +218,7 @@ void mizan_call_handle(mizan_exchange_t *ex)
     json_t *body = read_body(ex, &fname);
     if (body == NULL)
         return;
-    snprintf(ex->target, sizeof(ex->target), "%s", fname);
+    mizan_text_copy(ex->target, sizeof(ex->target), fname);
     /* Whole-name lookup: "ping\u0000junk" is not "ping" (PROTOCOL section 2). */
     json_t *fname_json = json_object_get(body, "function");
     const mizan_function_t *fn = mizan_request_name_valid(fname, json_string_length(fname_json))

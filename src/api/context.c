@@ -23,11 +23,13 @@
 #include "jobs.h"
 #include "envelope.h"
 #include "exchange.h"
+#include "jsontext.h"
 #include "log.h"
 #include "metrics.h"
 #include "params.h"
 #include "reply.h"
 #include "request.h"
+#include "text.h"
 
 /* Decodes, coerces and validates the params; answers and returns NULL on failure. */
 static json_t *read_params(mizan_exchange_t *ex, const mizan_context_t *c)
@@ -68,16 +70,38 @@ static json_t *read_params(mizan_exchange_t *ex, const mizan_context_t *c)
     return NULL;
 }
 
-/* The args one function of the context receives (new reference). */
+/*
+ * A value one function's args may hold (new reference): the value itself
+ * when it is a scalar, which validation cannot change; a copy of an object
+ * or array (a params default), into which validation may fill defaults.
+ */
+static json_t *arg_value(json_t *v)
+{
+    return json_is_object(v) || json_is_array(v) ? json_deep_copy(v) : json_incref(v);
+}
+
+/*
+ * The args one function of the context receives (new reference): its own
+ * object, so that its defaults land there, holding the params' scalar
+ * values themselves rather than copies (query-string params are scalars).
+ */
 static json_t *args_for(const mizan_function_t *fn, const json_t *params)
 {
-    if (fn->open_args)
-        return json_deep_copy(params);
     json_t *args = json_object();
+    if (fn->open_args) {
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)params, key, v)
+        {
+            if (args != NULL)
+                json_object_set_new(args, key, arg_value(v));
+        }
+        return args;
+    }
     for (size_t i = 0; args != NULL && i < fn->nargs; i++) {
         json_t *v = json_object_get(params, fn->arg_names[i]);
         if (v != NULL)
-            json_object_set_new(args, fn->arg_names[i], json_deep_copy(v));
+            json_object_set_new(args, fn->arg_names[i], arg_value(v));
     }
     return args;
 }
@@ -105,15 +129,16 @@ static void context_done(mizan_exchange_t *ex)
     }
     json_t *body = json_pack("{s:s, s:O, s:O, s:O}", "context", ex->ctx->name, "params", ex->params, "data", ex->data,
                              "errors", ex->errors);
-    char *text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    size_t len = 0;
+    char *owned = NULL;
+    const char *text = mizan_jsontext_render(body, JSON_COMPACT | JSON_PRESERVE_ORDER, &len, &owned);
     json_decref(body);
     mizan_cache_loop_t *cl = &mizan_api_services(ex)->cache;
     /* A bundle with errors is never cached. */
-    const char *status = mizan_cache_store(cl, ex->lookup, ex->ctx, text, text != NULL ? strlen(text) : 0,
-                                           json_object_size(ex->errors) == 0);
+    const char *status = mizan_cache_store(cl, ex->lookup, ex->ctx, text, len, json_object_size(ex->errors) == 0);
     if (ex->req == NULL) {
         /* A background recomputation: stored, nobody to answer. */
-        free(text);
+        free(owned);
         mizan_exchange_finish(ex, 200);
         return;
     }
@@ -121,8 +146,8 @@ static void context_done(mizan_exchange_t *ex)
         mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot render the bundle", NULL);
         return;
     }
-    reply_bundle(ex, status, text, strlen(text));
-    free(text);
+    reply_bundle(ex, status, text, len);
+    free(owned);
 }
 
 static void compute(mizan_exchange_t *ex);
@@ -184,7 +209,7 @@ static void looked_up(void *arg, mizan_cache_outcome_t outcome, const char *stat
 void mizan_context_handle(mizan_exchange_t *ex, const char *name)
 {
     const mizan_api_t *api = mizan_api_services(ex)->api;
-    snprintf(ex->target, sizeof(ex->target), "%s", name);
+    mizan_text_copy(ex->target, sizeof(ex->target), name);
     const mizan_context_t *c = mizan_registry_context(api->reg, name);
     if (c == NULL) {
         mizan_reply_error(ex, MIZAN_NOT_FOUND, "unknown context", NULL);

@@ -24,6 +24,7 @@ static void job_done(void *owner, mizan_job_t *job, bool timed_out)
 
 int mizan_jobs_submit(mizan_exchange_t *ex)
 {
+    size_t n = 0;
     for (size_t i = 0; i < ex->njobs; i++) {
         mizan_job_t *job = ex->jobs[i];
         if (job == NULL)
@@ -32,15 +33,22 @@ int mizan_jobs_submit(mizan_exchange_t *ex)
         job->on_done = job_done;
         job->slot = (int)i;
         memcpy(job->rid, ex->rid, sizeof(job->rid));
+        n++;
     }
+    /* Non-blocking functions run inside mizan_exec_submit() and report at
+     * once: one extra count keeps the exchange from finishing before the
+     * submission returns. */
+    ex->pending = n + 1;
     size_t started = 0;
     if (mizan_exec_submit(&mizan_api_services(ex)->exec, ex->jobs, ex->njobs, &started) < 0) {
         for (size_t i = 0; i < ex->njobs; i++)
             if (ex->jobs[i] != NULL)
                 ex->jobs[i]->owner = NULL;
+        ex->pending = 0;
         return -1;
     }
-    ex->pending = started;
+    /* Those refused at their limit never report; then the extra count goes. */
+    ex->pending -= n - started + 1;
     return 0;
 }
 

@@ -22,11 +22,12 @@
 #include "exchange.h"
 #include "log.h"
 #include "reply.h"
+#include "text.h"
 
 /* Strips one trailing slash (but not the root's) into out. */
 static void normalise(const char *path, char *out, size_t len)
 {
-    snprintf(out, len, "%s", path != NULL && path[0] != '\0' ? path : "/");
+    mizan_text_copy(out, len, path != NULL && path[0] != '\0' ? path : "/");
     size_t n = strlen(out);
     if (n > 1 && out[n - 1] == '/')
         out[n - 1] = '\0';

@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -3581,13 +3582,26 @@ static int emit(const vctx_t *v, json_t *errors)
     return 0;
 }
 
+/*
+ * Each thread keeps one validation state for its calls (a state is some
+ * 7 KB, mostly the location and scope stacks, which are written before
+ * they are read: only the fields before them need clearing). A nested call
+ * on the same thread, which nothing makes today, would get its own.
+ */
+static _Thread_local vctx_t thread_vctx;
+static _Thread_local bool thread_vctx_busy;
+
 int mizan_schema_validate(const mizan_schema_t *s, json_t *instance, const char *loc_root, json_t *errors)
 {
     if (s == NULL || instance == NULL || !json_is_array(errors))
         return -1;
-    vctx_t *v = calloc(1, sizeof(*v));
+    bool own = thread_vctx_busy;
+    vctx_t *v = own ? malloc(sizeof(*v)) : &thread_vctx;
     if (v == NULL)
         return -1;
+    thread_vctx_busy = true;
+    memset(v, 0, offsetof(vctx_t, loc));
+    v->nscope = 0;
     v->s = s;
     v->loc_root = loc_root;
     v->budget = MIZAN_SCHEMA_BUDGET;
@@ -3619,6 +3633,9 @@ done:
     free(v->recs);
     free(v->segs);
     free(v->msgs);
-    free(v);
+    if (own)
+        free(v);
+    else
+        thread_vctx_busy = false;
     return rc;
 }

@@ -63,7 +63,7 @@ static const field_t fields[] = {
 
 /* Members of the top-level object that are not in `fields`. */
 static const char *sections[] = {"listen", "log_level", "token", "cache", "modules",
-                                 "upstreams", "functions", "contexts", "max_concurrency", "cors", "validate_output",
+                                 "upstreams", "functions", "contexts", "max_concurrency", "nonblocking", "cors", "validate_output",
                                  "schemas", NULL};
 
 static char *dup_or_null(const char *s)
@@ -579,6 +579,7 @@ int mizan_config_load(mizan_config_t *cfg, const char *path, const char *exe_dir
     cfg->functions = json_deep_copy(json_object_get(root, "functions"));
     cfg->contexts = json_deep_copy(json_object_get(root, "contexts"));
     cfg->max_concurrency = json_deep_copy(json_object_get(root, "max_concurrency"));
+    cfg->nonblocking = json_deep_copy(json_object_get(root, "nonblocking"));
     rc = 0;
 done:
     json_decref(root);
@@ -608,6 +609,7 @@ void mizan_config_deinit(mizan_config_t *cfg)
     json_decref(cfg->functions);
     json_decref(cfg->contexts);
     json_decref(cfg->max_concurrency);
+    json_decref(cfg->nonblocking);
     mizan_cors_deinit(&cfg->cors);
     OPENSSL_cleanse(cfg->cache_secret, sizeof(cfg->cache_secret));
     OPENSSL_cleanse(&cfg->tokens, sizeof(cfg->tokens));

@@ -70,6 +70,8 @@ typedef struct mizan_config {
     json_t *contexts;          /**< "contexts" array declared in the config (owned), or NULL */
     json_t *max_concurrency;   /**< "max_concurrency" overrides {"function": n} (owned), or NULL;
                                     checked against the registry by mizan_registry_limits() */
+    json_t *nonblocking;       /**< "nonblocking" overrides {"function": true|false} (owned), or NULL;
+                                    applied by mizan_registry_nonblocking() */
     mizan_cors_t cors;         /**< cross-origin policy (cors.c) */
     bool validate_output;      /**< check results against declared output schemas */
     size_t compress_min_bytes; /**< bodies longer than this are gzipped when accepted */

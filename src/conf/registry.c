@@ -166,6 +166,8 @@ int mizan_module_add_function(mizan_module_t *m, const mizan_function_def_t *def
     f->handler = def->handler;
     f->timeout_ms = def->timeout_ms > 0 ? def->timeout_ms : reg->default_timeout_ms;
     f->max_concurrency = max_concurrency;
+    /* So does nonblocking: an ABI 1 function runs on a worker. */
+    f->nonblocking = (mod->abi == 0 || mod->abi >= 2) && def->nonblocking;
     f->running = calloc(1, sizeof(*f->running));
     f->description = def->description != NULL ? strdup(def->description) : NULL;
     f->module = mod;
@@ -498,6 +500,33 @@ int mizan_registry_limits(mizan_registry_t *reg, const json_t *limits, const cha
                                  "%s: field \"max_concurrency.%s\" must be an integer from 0 (unlimited) to 1000000",
                                  file, key);
         f->max_concurrency = (int)json_integer_value(v);
+    }
+    return 0;
+}
+
+int mizan_registry_nonblocking(mizan_registry_t *reg, const json_t *table, const char *file, mizan_err_t *err)
+{
+    if (table == NULL)
+        return 0;
+    if (!json_is_object(table))
+        return mizan_err_set(err, "%s: field \"nonblocking\" must be an object {\"function name\": true or false}",
+                             file);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)table, key, v)
+    {
+        mizan_function_t *f = (mizan_function_t *)mizan_registry_function(reg, key);
+        if (f == NULL)
+            return mizan_err_set(err, "%s: field \"nonblocking.%s\": no function \"%s\" is registered", file, key,
+                                 key);
+        if (!json_is_boolean(v))
+            return mizan_err_set(err, "%s: field \"nonblocking.%s\" must be true or false", file, key);
+        if (f->upstream != NULL)
+            return mizan_err_set(err,
+                                 "%s: field \"nonblocking.%s\": \"%s\" is an upstream function, which already runs on "
+                                 "the I/O loop; remove it from \"nonblocking\"",
+                                 file, key, key);
+        f->nonblocking = json_is_true(v);
     }
     return 0;
 }

@@ -61,6 +61,8 @@ typedef struct mizan_function {
     struct mizan_fn_metrics *metrics; /**< counters (metrics.c), mutable atomics */
     struct mizan_upstream_fn *upstream; /**< set for a function served by an HTTP upstream (upstream.c) */
     int max_concurrency;          /**< runs at once per instance; 0: unlimited */
+    bool nonblocking;             /**< runs inline on the I/O loop, never on a worker (its module's
+                                       declaration, or the config's "nonblocking") */
     atomic_int *running;          /**< runs in flight now (mutable, shared by every loop) */
     bool forwards_identity;       /**< sends the caller's identity on (an upstream's identity headers or
                                        token): its answer may differ per caller (set by upstream.c) */
@@ -104,6 +106,14 @@ void mizan_registry_deinit(mizan_registry_t *reg);
 
 /** Compiles, resolves and checks everything; -1 with the first problem in err. */
 int mizan_registry_finish(mizan_registry_t *reg, mizan_err_t *err);
+
+/**
+ * Applies the config's "nonblocking" table {"function name": true|false}
+ * (borrowed; NULL: nothing to do) over the modules' declarations. An
+ * upstream function already runs on the I/O loop and may not be listed.
+ * -1 with err naming file and the field. Start-up only.
+ */
+int mizan_registry_nonblocking(mizan_registry_t *reg, const json_t *table, const char *file, mizan_err_t *err);
 
 const mizan_function_t *mizan_registry_function(const mizan_registry_t *reg, const char *name);
 const mizan_context_t *mizan_registry_context(const mizan_registry_t *reg, const char *name);

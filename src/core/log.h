@@ -31,4 +31,19 @@ bool mizan_log_enabled(mizan_log_level_t level);
  */
 void mizan_log_fields(mizan_log_level_t level, const char *msg, const json_t *fields);
 
+/** One field of mizan_log_line(). */
+typedef struct mizan_log_field {
+    const char *key; /**< a plain ASCII name (written as is) */
+    const char *str; /**< the value, a string; NULL: the value is num */
+    long long num;   /**< the value when str is NULL */
+} mizan_log_field_t;
+
+/**
+ * The same line as mizan_log_fields() with the n fields in order, formatted
+ * straight into a stack buffer: no JSON tree, no allocation (for lines
+ * written on every request). A string that is not valid UTF-8 is left out,
+ * as mizan_log_fields() leaves it out. Thread-safe.
+ */
+void mizan_log_line(mizan_log_level_t level, const char *msg, const mizan_log_field_t *fields, size_t n);
+
 #endif /* MIZAN_LOG_H */

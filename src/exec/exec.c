@@ -1,11 +1,13 @@
 /*
- * exec.c - one loop's executor: submission, deadlines and the completion
- * queue through which workers hand jobs back (see exec.h).
+ * exec.c - one loop's executor: submission, deadlines, inline runs of
+ * non-blocking functions, and the completion queue through which workers
+ * hand jobs back (see exec.h).
  */
 #include "exec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <event2/event.h>
 
@@ -89,6 +91,32 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     job->on_done(owner, job, true);
 }
 
+static long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/*
+ * Runs a non-blocking function's job here, on the loop, and hands it back
+ * at once: no worker, no queue, no wake-up. Its deadline is the same as on
+ * a worker: a run that took longer is reported as timed out (the timer
+ * could not fire while the run held the loop), and its outcome dropped.
+ */
+static void run_inline(mizan_exec_t *x, mizan_job_t *job)
+{
+    long long t0 = now_us(), limit = t0 + (long long)job->fn->timeout_ms * 1000;
+    /* mizan_req_cancelled() turns true past it, as the timer would make it. */
+    job->deadline.tv_sec = (time_t)(limit / 1000000);
+    job->deadline.tv_nsec = (long)(limit % 1000000) * 1000;
+    mizan_job_run(job);
+    atomic_fetch_add(&x->outstanding, 1);
+    if (now_us() > limit && job->owner != NULL)
+        on_deadline(-1, 0, job);
+    job_returned(x, job);
+}
+
 int mizan_exec_init(mizan_exec_t *x, struct event_base *base, mizan_pool_t *pool, const mizan_upstreams_t *ups,
                     mizan_err_t *err)
 {
@@ -141,25 +169,34 @@ int mizan_exec_submit(mizan_exec_t *x, mizan_job_t **jobs, size_t njobs, size_t 
             continue;
         }
         job->exec = x;
-        job->timer = evtimer_new(x->base, on_deadline, job);
-        if (job->timer == NULL) {
-            mizan_function_release(job->fn);
-            goto fail;
+        if (!job->fn->nonblocking || job->fn->upstream != NULL) {
+            job->timer = evtimer_new(x->base, on_deadline, job);
+            if (job->timer == NULL) {
+                mizan_function_release(job->fn);
+                goto fail;
+            }
         }
         list[n++] = job;
     }
-    /* Upstream functions start on this loop (upstream_client.c); the rest
-     * go to the worker pool, all or nothing. */
-    size_t npool = 0;
+    /* Blocking functions go to the worker pool, all or nothing; upstream
+     * functions start on this loop (upstream_client.c); non-blocking ones
+     * run right here, last, once nothing can fail any more. */
+    size_t npool = 0, nup = 0;
     for (size_t i = 0; i < n; i++)
-        if (list[i]->fn->upstream == NULL) {
+        if (list[i]->fn->upstream == NULL && !list[i]->fn->nonblocking) {
             mizan_job_t *t = list[npool];
             list[npool++] = list[i];
             list[i] = t;
         }
+    for (size_t i = npool; i < n; i++)
+        if (list[i]->fn->upstream != NULL) {
+            mizan_job_t *t = list[npool + nup];
+            list[npool + nup++] = list[i];
+            list[i] = t;
+        }
     if (npool > 0 && mizan_pool_submit(x->pool, list, npool) < 0)
         goto fail;
-    for (size_t i = npool; i < n; i++) {
+    for (size_t i = npool; i < npool + nup; i++) {
         if (x->upstream != NULL) {
             mizan_upstream_start(x->upstream, list[i]);
             continue;
@@ -168,19 +205,22 @@ int mizan_exec_submit(mizan_exec_t *x, mizan_job_t **jobs, size_t njobs, size_t 
         list[i]->ran = true;
         mizan_exec_complete(list[i]);
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < npool + nup; i++) {
         struct timeval tv = {list[i]->fn->timeout_ms / 1000, (list[i]->fn->timeout_ms % 1000) * 1000};
         evtimer_add(list[i]->timer, &tv);
     }
     *started = n;
-    atomic_fetch_add(&x->outstanding, n);
+    atomic_fetch_add(&x->outstanding, npool + nup);
+    for (size_t i = npool + nup; i < n; i++)
+        run_inline(x, list[i]);
     if (list != batch)
         free(list);
     return 0;
 fail:
     for (size_t i = 0; i < n; i++) {
         mizan_function_release(list[i]->fn); /* taken above, never run */
-        event_free(list[i]->timer);
+        if (list[i]->timer != NULL)
+            event_free(list[i]->timer);
         list[i]->timer = NULL;
         list[i]->exec = NULL;
     }

@@ -64,14 +64,16 @@ void mizan_exec_deinit(mizan_exec_t *x);
 void mizan_exec_complete(mizan_job_t *job);
 
 /**
- * Submits the n jobs of jobs (NULL entries are skipped), each with its
- * deadline timer, to run on the pool, or on the loop for upstream
- * functions. Each job's owner, on_done and slot must be set. A job whose
- * function is at its max_concurrency is not submitted: it gets UNAVAILABLE
- * at once and is not counted. *started receives how many were submitted;
- * each of those comes back exactly once through its on_done, never from
- * within this call. -1 when the pool queue is full (nothing submitted).
- * Loop thread.
+ * Submits the n jobs of jobs (NULL entries are skipped): blocking
+ * functions to the pool, each with its deadline timer; upstream functions
+ * to the loop's upstream client; non-blocking functions (fn->nonblocking)
+ * run inline, on this thread, before the call returns. Each job's owner,
+ * on_done and slot must be set. A job whose function is at its
+ * max_concurrency is not submitted: it gets UNAVAILABLE at once and is not
+ * counted. *started receives how many were submitted; each of those comes
+ * back exactly once through its on_done: an inline one from within this
+ * call, the others later. -1 when the pool queue is full (nothing
+ * submitted, nothing run). Loop thread.
  */
 int mizan_exec_submit(mizan_exec_t *x, mizan_job_t **jobs, size_t n, size_t *started);
 

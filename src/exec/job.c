@@ -127,7 +127,15 @@ const char *mizan_req_function(const mizan_req_t *req)
 
 bool mizan_req_cancelled(const mizan_req_t *req)
 {
-    return atomic_load(&req->cancelled) || atomic_load(&shutting_down);
+    if (atomic_load(&req->cancelled) || atomic_load(&shutting_down))
+        return true;
+    if (req->deadline.tv_sec == 0)
+        return false;
+    /* An inline run: no timer can fire while it holds its loop. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > req->deadline.tv_sec ||
+           (now.tv_sec == req->deadline.tv_sec && now.tv_nsec >= req->deadline.tv_nsec);
 }
 
 int mizan_req_sleep(const mizan_req_t *req, long ms)

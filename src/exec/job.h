@@ -35,7 +35,8 @@ struct mizan_req {
     const struct mizan_function *fn; /**< what to run */
     json_t *args;                    /**< owned; validated, defaults filled */
     mizan_caller_t *caller;          /**< one reference */
-    struct timespec deadline;        /**< CLOCK_MONOTONIC */
+    struct timespec deadline;        /**< CLOCK_MONOTONIC; set for an inline run (a worker's run is
+                                          cancelled by the loop's timer instead), else zero */
     struct mizan_exec *exec;         /**< the loop's executor to hand the job back to */
     char rid[132];                   /**< request id of the asking request (logs, forwarded upstream) */
 

@@ -8,17 +8,21 @@
 
 #include "log.h"
 
+/*
+ * A submission of n jobs wakes n workers (at most), one signal each: every
+ * job of a batch starts at once, as a context's concurrent functions must,
+ * while the other idle workers sleep on. Waking every idle worker for each
+ * batch made all but a few go back to sleep at once.
+ */
 static void *worker_main(void *arg)
 {
     mizan_pool_t *pool = arg;
+    pthread_mutex_lock(&pool->lock);
     for (;;) {
-        pthread_mutex_lock(&pool->lock);
         while (pool->count == 0 && !pool->stopping)
             pthread_cond_wait(&pool->nonempty, &pool->lock);
-        if (pool->count == 0) {
-            pthread_mutex_unlock(&pool->lock);
-            return NULL;
-        }
+        if (pool->count == 0)
+            break;
         mizan_job_t *job = pool->ring[pool->head];
         pool->head = (pool->head + 1) % pool->capacity;
         pool->count--;
@@ -27,11 +31,15 @@ static void *worker_main(void *arg)
 
         mizan_job_run(job);
 
+        /* Not busy any more before the answer can go out (readiness reads it). */
         pthread_mutex_lock(&pool->lock);
         pool->busy--;
         pthread_mutex_unlock(&pool->lock);
         pool->complete(job);
+        pthread_mutex_lock(&pool->lock);
     }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
 }
 
 int mizan_pool_start(mizan_pool_t *pool, int nthreads, size_t capacity, void (*complete)(mizan_job_t *),
@@ -70,10 +78,8 @@ int mizan_pool_submit(mizan_pool_t *pool, mizan_job_t **jobs, size_t n)
         pool->ring[(pool->head + pool->count) % pool->capacity] = jobs[i];
         pool->count++;
     }
-    if (n == 1)
+    for (size_t i = 0; i < n; i++)
         pthread_cond_signal(&pool->nonempty);
-    else
-        pthread_cond_broadcast(&pool->nonempty);
     pthread_mutex_unlock(&pool->lock);
     return 0;
 }

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "text.h"
 
 static uint64_t next_random(mizan_loop_t *loop)
 {
@@ -37,8 +38,20 @@ static bool sane_request_id(const char *v)
 
 void mizan_exchange_request_id(mizan_loop_t *loop, char *out, size_t len)
 {
-    snprintf(out, len, "%016llx%016llx", (unsigned long long)next_random(loop),
-             (unsigned long long)next_random(loop));
+    /* 32 lowercase hex digits, written by hand: this runs on every request. */
+    static const char hex[] = "0123456789abcdef";
+    char id[33];
+    for (int half = 0; half < 2; half++) {
+        uint64_t r = next_random(loop);
+        for (int i = 15; i >= 0; i--, r >>= 4)
+            id[half * 16 + i] = hex[r & 0xF];
+    }
+    id[32] = '\0';
+    if (len > 0) {
+        size_t n = len - 1 < 32 ? len - 1 : 32;
+        memcpy(out, id, n);
+        out[n] = '\0';
+    }
 }
 
 mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *req)
@@ -52,7 +65,7 @@ mizan_exchange_t *mizan_exchange_new(mizan_loop_t *loop, struct evhttp_request *
     clock_gettime(CLOCK_MONOTONIC, &ex->t0);
     const char *rid = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
     if (rid != NULL && sane_request_id(rid))
-        snprintf(ex->rid, sizeof(ex->rid), "%s", rid);
+        mizan_text_copy(ex->rid, sizeof(ex->rid), rid);
     else
         mizan_exchange_request_id(loop, ex->rid, sizeof(ex->rid));
     ex->next = loop->live;
@@ -79,14 +92,19 @@ void mizan_exchange_finish(mizan_exchange_t *ex, int status)
     long long us = (long long)(t1.tv_sec - ex->t0.tv_sec) * 1000000LL + (t1.tv_nsec - ex->t0.tv_nsec) / 1000;
     mizan_metrics_request(ex->route, status, us);
     if (mizan_log_enabled(MIZAN_LOG_INFO)) {
-        json_t *f = json_pack("{s:s, s:s, s:i, s:I}", "request_id", ex->rid, "route", ex->route, "status", status,
-                              "duration_us", (json_int_t)us);
-        if (f != NULL && ex->target[0] != '\0')
-            json_object_set_new(f, strcmp(ex->route, "ctx") == 0 ? "context" : "function", json_string(ex->target));
-        if (f != NULL && ex->cache != NULL)
-            json_object_set_new(f, "cache", json_string(ex->cache));
-        mizan_log_fields(MIZAN_LOG_INFO, "request", f);
-        json_decref(f);
+        /* One line per request: formatted straight into a buffer (log.h). */
+        mizan_log_field_t f[6] = {
+            {"request_id", ex->rid, 0},
+            {"route", ex->route, 0},
+            {"status", NULL, status},
+            {"duration_us", NULL, us},
+        };
+        size_t n = 4;
+        if (ex->target[0] != '\0')
+            f[n++] = (mizan_log_field_t){strcmp(ex->route, "ctx") == 0 ? "context" : "function", ex->target, 0};
+        if (ex->cache != NULL)
+            f[n++] = (mizan_log_field_t){"cache", ex->cache, 0};
+        mizan_log_line(MIZAN_LOG_INFO, "request", f, n);
     }
     if (ex->release != NULL)
         ex->release(ex);

@@ -15,6 +15,7 @@
 #include "cors.h"
 #include "envelope.h"
 #include "exchange.h"
+#include "jsontext.h"
 #include "reply.h"
 #include "log.h"
 
@@ -64,7 +65,8 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
     mizan_cors_headers(&ex->loop->cfg->cors, req);
     if (atomic_load(ex->loop->draining))
         evhttp_add_header(h, "Connection", "close");
-    struct evbuffer *buf = evbuffer_new();
+    /* The body goes straight into the request's own output buffer. */
+    struct evbuffer *buf = evhttp_request_get_output_buffer(req);
     const mizan_config_t *cfg = ex->loop->cfg;
     /* A HEAD answer carries no body (evhttp would send it after the head). */
     bool head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
@@ -83,23 +85,23 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
         evhttp_request_set_on_complete_cb(req, on_flushed, ex->loop);
     }
     /* Sends (or, if the client is gone, frees) the request. */
-    evhttp_send_reply(req, status, reason_phrase(status), buf);
-    if (buf != NULL)
-        evbuffer_free(buf);
+    evhttp_send_reply(req, status, reason_phrase(status), NULL);
     ex->req = NULL;
     mizan_exchange_finish(ex, status);
 }
 
 void mizan_reply_json(mizan_exchange_t *ex, json_t *body)
 {
-    char *text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    size_t len = 0;
+    char *owned = NULL;
+    const char *text = mizan_jsontext_render(body, JSON_COMPACT | JSON_PRESERVE_ORDER, &len, &owned);
     json_decref(body);
     if (text == NULL) {
         mizan_reply_error(ex, MIZAN_INTERNAL_ERROR, "cannot render the response", NULL);
         return;
     }
-    mizan_reply_text(ex, 200, text, strlen(text));
-    free(text);
+    mizan_reply_text(ex, 200, text, len);
+    free(owned);
 }
 
 void mizan_reply_error(mizan_exchange_t *ex, mizan_code_t code, const char *message, json_t *details)

@@ -73,7 +73,7 @@ struct mizan_lookup {
     const char *rid;      /* the request's id, for logs (the caller's; outlives the lookup) */
     mizan_cache_answer_t answer;
     void *arg;
-    char *bundle_key, *ctx_rev_key, *scoped_rev_key;
+    char *bundle_key, *ctx_rev_key, *scoped_rev_key; /* in the lookup's own block, after it */
     long long rev[2];     /* revisions read before computing */
     bool have_revs;       /* rev is valid (a store may follow) */
     flight_t *leads;      /* the flight this exchange leads */
@@ -739,12 +739,22 @@ void mizan_cache_fetch(mizan_cache_loop_t *cl, const mizan_context_t *ctx, const
                        mizan_cache_answer_t ans, void *arg)
 {
     mizan_cache_t *c = cl->cache;
-    mizan_lookup_t *lk = calloc(1, sizeof(*lk));
+    /* One allocation for the lookup, its three keys and the scope. */
+    size_t ksize = MIZAN_CACHEKEY_KEY_SIZE(strlen(ctx->name));
+    size_t ssize = MIZAN_CACHEKEY_SCOPE_SIZE(id->sub != NULL ? strlen(id->sub) : 0);
+    mizan_lookup_t *lk = malloc(sizeof(*lk) + 3 * ksize + ssize);
     *lkp = lk;
     if (lk == NULL) {
         ans(arg, MIZAN_CACHE_FAILED, NULL, NULL, 0);
         return;
     }
+    memset(lk, 0, sizeof(*lk));
+    char *keys = (char *)(lk + 1);
+    lk->bundle_key = keys;
+    lk->ctx_rev_key = keys + ksize;
+    lk->scoped_rev_key = keys + 2 * ksize;
+    char *scope = keys + 3 * ksize;
+    lk->bundle_key[0] = lk->ctx_rev_key[0] = lk->scoped_rev_key[0] = scope[0] = '\0';
     lk->cache = c;
     lk->cl = cl;
     lk->ctx = ctx;
@@ -756,22 +766,13 @@ void mizan_cache_fetch(mizan_cache_loop_t *cl, const mizan_context_t *ctx, const
         return;
     }
     mizan_err_t err = {{0}};
-    size_t ksize = MIZAN_CACHEKEY_KEY_SIZE(strlen(ctx->name));
-    size_t ssize = MIZAN_CACHEKEY_SCOPE_SIZE(id->sub != NULL ? strlen(id->sub) : 0);
-    char *scope = calloc(1, ssize);
-    lk->bundle_key = calloc(1, ksize);
-    lk->ctx_rev_key = calloc(1, ksize);
-    lk->scoped_rev_key = calloc(1, ksize);
-    int rc = scope != NULL && lk->bundle_key != NULL && lk->ctx_rev_key != NULL && lk->scoped_rev_key != NULL ? 0 : -1;
-    if (rc == 0)
-        rc = mizan_cachekey_scope(&c->keys, ctx->scope, id, scope, ssize, &err);
+    int rc = mizan_cachekey_scope(&c->keys, ctx->scope, id, scope, ssize, &err);
     if (rc == 0)
         rc = mizan_cachekey_bundle(&c->keys, ctx->name, params, scope, lk->bundle_key, ksize, &err);
     if (rc == 0)
         rc = mizan_cachekey_context_rev(&c->keys, ctx->name, lk->ctx_rev_key, ksize, &err);
     if (rc == 0)
         rc = mizan_cachekey_scoped_rev(&c->keys, ctx->name, params, lk->scoped_rev_key, ksize, &err);
-    free(scope);
     if (rc < 0) {
         /* Keys that cannot be derived (e.g. a sub with control bytes): serve uncached. */
         mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", ctx->name, err.msg);
@@ -853,10 +854,7 @@ void mizan_cache_lookup_free(mizan_lookup_t *lk)
         event_free(lk->poll);
     free(lk->lock_key);
     free(lk->stale_text);
-    free(lk->bundle_key);
-    free(lk->ctx_rev_key);
-    free(lk->scoped_rev_key);
-    free(lk);
+    free(lk); /* the keys live in the same block */
 }
 
 /* ---- invalidation ------------------------------------------------------ */

@@ -7,10 +7,17 @@
  * object is fetched from OpenSSL once and shared: an EVP_MAC is immutable
  * and reference counted, and fetching it on every call costs a lookup under
  * OpenSSL's store lock on a path every context request takes.
+ *
+ * Keying HMAC (hashing the padded key, fetching the digest) costs far more
+ * than a short message: each thread keeps one HMAC context keyed with the
+ * secret of the last mizan_cachekey_t it served (known by its `id`) and
+ * restarts it per MAC (EVP_MAC_init with no key keeps the key). The
+ * context is freed when its thread exits.
  */
 #include "cachekey.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,9 +51,37 @@ static _Atomic(EVP_MAC *) shared_mac;
 
 /* One HMAC computation in progress. */
 struct mac {
-    EVP_MAC_CTX *ctx; /* owned; NULL once finished */
+    EVP_MAC_CTX *ctx; /* NULL once finished */
     int failed;       /* an update failed; reported by mac_finish */
+    bool owned;       /* ctx is this computation's (else the thread's keyed one) */
 };
+
+/* A thread's keyed HMAC context. */
+typedef struct keyed {
+    EVP_MAC_CTX *ctx;  /* keyed with the secret of key `id`, or NULL */
+    unsigned long id;  /* mizan_cachekey_t.id it was keyed for */
+    bool busy;         /* a computation is using it */
+} keyed_t;
+
+static pthread_key_t keyed_slot;
+static pthread_once_t keyed_once = PTHREAD_ONCE_INIT;
+static bool keyed_ok;
+/* The same pointer as the slot's, where the leak checker sees it while the thread lives. */
+static _Thread_local keyed_t *thread_keyed;
+/* Ids handed to mizan_cachekey_init(); 0 is never one. */
+static atomic_ulong next_id = 1;
+
+static void keyed_free(void *p)
+{
+    keyed_t *t = p;
+    EVP_MAC_CTX_free(t->ctx);
+    free(t);
+}
+
+static void keyed_setup(void)
+{
+    keyed_ok = pthread_key_create(&keyed_slot, keyed_free) == 0;
+}
 
 /* ------------------------------------------------------------------------ */
 /* HMAC                                                                     */
@@ -71,27 +106,76 @@ static EVP_MAC *hmac_algorithm(void)
     return expected;
 }
 
-static int mac_begin(struct mac *m, const mizan_cachekey_t *k, mizan_err_t *err)
+/* A new HMAC-SHA256 context keyed with k's secret, or NULL. */
+static EVP_MAC_CTX *keyed_new(const mizan_cachekey_t *k)
 {
-    m->ctx = NULL;
-    m->failed = 0;
     EVP_MAC *alg = hmac_algorithm();
-    if (alg == NULL)
-        return mizan_err_set(err, "cache key: HMAC unavailable from OpenSSL");
-    m->ctx = EVP_MAC_CTX_new(alg);
-    if (m->ctx == NULL)
-        return mizan_err_set(err, "cache key: out of memory");
+    EVP_MAC_CTX *ctx = alg != NULL ? EVP_MAC_CTX_new(alg) : NULL;
+    if (ctx == NULL)
+        return NULL;
     char digest[] = "SHA256";
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end(),
     };
-    if (EVP_MAC_init(m->ctx, k->secret, k->secret_len, params) != 1) {
-        EVP_MAC_CTX_free(m->ctx);
-        m->ctx = NULL;
-        return mizan_err_set(err, "cache key: HMAC-SHA256 initialization failed");
+    if (EVP_MAC_init(ctx, k->secret, k->secret_len, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        return NULL;
     }
+    return ctx;
+}
+
+/* The calling thread's context keyed for k, restarted; NULL when there is none to lend. */
+static EVP_MAC_CTX *keyed_take(const mizan_cachekey_t *k)
+{
+    pthread_once(&keyed_once, keyed_setup);
+    if (!keyed_ok || k->id == 0)
+        return NULL;
+    keyed_t *t = thread_keyed;
+    if (t == NULL) {
+        if ((t = calloc(1, sizeof(*t))) == NULL)
+            return NULL;
+        if (pthread_setspecific(keyed_slot, t) != 0) {
+            free(t);
+            return NULL;
+        }
+        thread_keyed = t;
+    }
+    if (t->busy)
+        return NULL;
+    if (t->ctx != NULL && t->id == k->id && EVP_MAC_init(t->ctx, NULL, 0, NULL) == 1) {
+        t->busy = true;
+        return t->ctx;
+    }
+    EVP_MAC_CTX_free(t->ctx);
+    t->ctx = keyed_new(k);
+    t->id = t->ctx != NULL ? k->id : 0;
+    if (t->ctx == NULL)
+        return NULL;
+    t->busy = true;
+    return t->ctx;
+}
+
+static int mac_begin(struct mac *m, const mizan_cachekey_t *k, mizan_err_t *err)
+{
+    m->failed = 0;
+    m->owned = false;
+    if ((m->ctx = keyed_take(k)) != NULL)
+        return 0;
+    m->owned = true;
+    if ((m->ctx = keyed_new(k)) == NULL)
+        return mizan_err_set(err, "cache key: HMAC-SHA256 initialization failed");
     return 0;
+}
+
+/* Lets go of m's context. */
+static void mac_release(struct mac *m)
+{
+    if (m->owned)
+        EVP_MAC_CTX_free(m->ctx);
+    else if (thread_keyed != NULL)
+        thread_keyed->busy = false;
+    m->ctx = NULL;
 }
 
 static void mac_update(struct mac *m, const void *p, size_t n)
@@ -114,8 +198,7 @@ static int mac_finish(struct mac *m, char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_e
     size_t md_len = 0;
     int ok = !m->failed && EVP_MAC_final(m->ctx, md, &md_len, sizeof(md)) == 1 &&
              md_len * 2 == MIZAN_DIGEST_HEX_LEN;
-    EVP_MAC_CTX_free(m->ctx);
-    m->ctx = NULL;
+    mac_release(m);
     if (!ok)
         return mizan_err_set(err, "cache key: HMAC-SHA256 failed");
     for (size_t i = 0; i < md_len; i++) {
@@ -173,7 +256,7 @@ static int params_mac(const mizan_cachekey_t *k, const char *label, size_t label
                       char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err)
 {
     int rc = -1;
-    struct mac m = {NULL, 0};
+    struct mac m = {NULL, 0, false};
     size_t text_len = 0;
     char *text = NULL;
 
@@ -220,6 +303,7 @@ int mizan_cachekey_init(mizan_cachekey_t *k, const unsigned char *secret, size_t
     memcpy(k->secret, secret, len);
     k->secret_len = len;
     memcpy(k->prefix, prefix, plen + 1);
+    k->id = atomic_fetch_add(&next_id, 1);
     return 0;
 }
 
@@ -241,7 +325,7 @@ int mizan_cachekey_perm_key(const mizan_cachekey_t *k, bool staff, bool superuse
                             char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err)
 {
     int rc = -1;
-    struct mac m = {NULL, 0};
+    struct mac m = {NULL, 0, false};
     const char **sorted = NULL;
 
     if (nperms > 0) {
@@ -349,7 +433,7 @@ int mizan_cachekey_scoped_rev(const mizan_cachekey_t *k, const char *context,
 int mizan_cachekey_value_mac(const mizan_cachekey_t *k, const char *bundle_key, const char *doc,
                              size_t doc_len, char out[MIZAN_DIGEST_HEX_LEN + 1], mizan_err_t *err)
 {
-    struct mac m = {NULL, 0};
+    struct mac m = {NULL, 0, false};
     if (bundle_key == NULL || doc == NULL)
         return mizan_err_set(err, "cache value: missing key or doc");
     if (mac_begin(&m, k, err) < 0)

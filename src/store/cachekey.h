@@ -68,6 +68,8 @@ typedef struct mizan_cachekey {
     unsigned char secret[MIZAN_CACHEKEY_SECRET_MAX]; /**< HMAC key K */
     size_t secret_len;                               /**< bytes used in secret */
     char prefix[MIZAN_CACHEKEY_PREFIX_MAX + 1];      /**< NUL-terminated, e.g. "mizan:" */
+    unsigned long id;                                /**< this key's number (a thread's keyed HMAC
+                                                          context names the key it holds by it); 0 when unset */
 } mizan_cachekey_t;
 
 /**
