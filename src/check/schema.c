@@ -457,65 +457,116 @@ static int canon_value(canon_t *c, const json_t *v)
 
 /* ------------------------------------------------------------ small tables */
 
-/* An open-addressing map from pointers to pointers (the schema positions
- * already compiled). Never shrinks; freed with the compiler. */
-typedef struct ptrmap {
-    const void **keys; /* NULL: free slot */
+/* One open-addressing map from keys to pointers, serving two key kinds:
+ * pointer keys compared by address (the schema positions already compiled)
+ * and string keys compared by content, stored as owned copies (URIs). The
+ * kind is fixed per map by the wrapper that uses it; a zeroed map is empty.
+ * Never shrinks; freed with the compiler. */
+typedef enum { MAP_PTR, MAP_STR } map_kind_t;
+
+typedef struct map {
+    const void **keys; /* NULL: free slot; MAP_STR keys are owned char * */
     void **vals;
     size_t cap;        /* a power of two, or 0 */
     size_t count;
-} ptrmap_t;
+} map_t;
 
-static size_t ptr_slot(const void *p, size_t cap)
+static size_t map_slot(map_kind_t kind, const void *k, size_t cap)
 {
-    uint64_t h = (uint64_t)(uintptr_t)p;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
+    uint64_t h;
+    if (kind == MAP_PTR) {
+        h = (uint64_t)(uintptr_t)k;
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdULL;
+        h ^= h >> 33;
+    } else {
+        h = 0xcbf29ce484222325ULL;
+        for (const char *s = k; *s != '\0'; s++) {
+            h ^= (unsigned char)*s;
+            h *= 0x100000001b3ULL;
+        }
+        h ^= h >> 29;
+    }
     return (size_t)h & (cap - 1);
 }
 
-static void *ptrmap_get(const ptrmap_t *m, const void *k)
+static bool map_same(map_kind_t kind, const void *a, const void *b)
+{
+    return kind == MAP_PTR ? a == b : strcmp(a, b) == 0;
+}
+
+/* The slot holding k, or the free slot where k would go. m->cap > 0. */
+static size_t map_find(const map_t *m, map_kind_t kind, const void *k)
+{
+    size_t i = map_slot(kind, k, m->cap);
+    while (m->keys[i] != NULL && !map_same(kind, m->keys[i], k))
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static void *map_get(const map_t *m, map_kind_t kind, const void *k)
 {
     if (m->cap == 0)
         return NULL;
-    for (size_t i = ptr_slot(k, m->cap);; i = (i + 1) & (m->cap - 1)) {
-        if (m->keys[i] == NULL)
-            return NULL;
-        if (m->keys[i] == k)
-            return m->vals[i];
-    }
+    size_t i = map_find(m, kind, k);
+    return m->keys[i] != NULL ? m->vals[i] : NULL;
 }
 
+/* Makes room for one more key (load kept at or below one half), starting
+ * at first_cap slots. Returns 0, or -1 when out of memory. */
+static int map_reserve(map_t *m, map_kind_t kind, size_t first_cap)
+{
+    if ((m->count + 1) * 2 <= m->cap)
+        return 0;
+    size_t cap = m->cap != 0 ? m->cap * 2 : first_cap;
+    const void **keys = calloc(cap, sizeof(*keys));
+    void **vals = calloc(cap, sizeof(*vals));
+    if (keys == NULL || vals == NULL) {
+        free(keys);
+        free(vals);
+        return -1;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->keys[i] == NULL)
+            continue;
+        size_t j = map_slot(kind, m->keys[i], cap);
+        while (keys[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        keys[j] = m->keys[i];
+        vals[j] = m->vals[i];
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = keys;
+    m->vals = vals;
+    m->cap = cap;
+    return 0;
+}
+
+static void map_free(map_t *m, map_kind_t kind)
+{
+    if (kind == MAP_STR)
+        for (size_t i = 0; i < m->cap; i++)
+            free((void *)m->keys[i]);
+    free(m->keys);
+    free(m->vals);
+}
+
+/* Pointer-keyed use: json_t position -> compiled node. */
+typedef map_t ptrmap_t;
+
+static void *ptrmap_get(const ptrmap_t *m, const void *k)
+{
+    return map_get(m, MAP_PTR, k);
+}
+
+/* Sets k -> v, replacing any earlier value. Returns 0, or -1 when out of
+ * memory. */
 static int ptrmap_put(ptrmap_t *m, const void *k, void *v)
 {
-    if ((m->count + 1) * 2 > m->cap) {
-        size_t cap = m->cap != 0 ? m->cap * 2 : 64;
-        const void **keys = calloc(cap, sizeof(*keys));
-        void **vals = calloc(cap, sizeof(*vals));
-        if (keys == NULL || vals == NULL) {
-            free(keys);
-            free(vals);
-            return -1;
-        }
-        for (size_t i = 0; i < m->cap; i++) {
-            if (m->keys[i] == NULL)
-                continue;
-            size_t j = ptr_slot(m->keys[i], cap);
-            while (keys[j] != NULL)
-                j = (j + 1) & (cap - 1);
-            keys[j] = m->keys[i];
-            vals[j] = m->vals[i];
-        }
-        free(m->keys);
-        free(m->vals);
-        m->keys = keys;
-        m->vals = vals;
-        m->cap = cap;
-    }
-    size_t i = ptr_slot(k, m->cap);
-    while (m->keys[i] != NULL && m->keys[i] != k)
-        i = (i + 1) & (m->cap - 1);
+    if (map_reserve(m, MAP_PTR, 64) < 0)
+        return -1;
+    size_t i = map_find(m, MAP_PTR, k);
     if (m->keys[i] == NULL)
         m->count++;
     m->keys[i] = k;
@@ -525,77 +576,29 @@ static int ptrmap_put(ptrmap_t *m, const void *k, void *v)
 
 static void ptrmap_free(ptrmap_t *m)
 {
-    free(m->keys);
-    free(m->vals);
+    map_free(m, MAP_PTR);
 }
 
-/* A map from URIs (owned copies) to pointers. */
-typedef struct strmap {
-    char **keys; /* NULL: free slot */
-    void **vals;
-    size_t cap;
-    size_t count;
-} strmap_t;
-
-static size_t str_slot(const char *s, size_t cap)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 29;
-    return (size_t)h & (cap - 1);
-}
+/* String-keyed use: URIs (owned copies) -> compiled node. */
+typedef map_t strmap_t;
 
 static void *strmap_get(const strmap_t *m, const char *k)
 {
-    if (m->cap == 0)
-        return NULL;
-    for (size_t i = str_slot(k, m->cap);; i = (i + 1) & (m->cap - 1)) {
-        if (m->keys[i] == NULL)
-            return NULL;
-        if (strcmp(m->keys[i], k) == 0)
-            return m->vals[i];
-    }
+    return map_get(m, MAP_STR, k);
 }
 
 /* Adds k -> v unless k is there already (the first definition wins).
  * Returns 0, or -1 when out of memory. */
 static int strmap_add(strmap_t *m, const char *k, void *v)
 {
-    if (strmap_get(m, k) != NULL)
+    if (m->cap != 0 && m->keys[map_find(m, MAP_STR, k)] != NULL)
         return 0;
-    if ((m->count + 1) * 2 > m->cap) {
-        size_t cap = m->cap != 0 ? m->cap * 2 : 16;
-        char **keys = calloc(cap, sizeof(*keys));
-        void **vals = calloc(cap, sizeof(*vals));
-        if (keys == NULL || vals == NULL) {
-            free(keys);
-            free(vals);
-            return -1;
-        }
-        for (size_t i = 0; i < m->cap; i++) {
-            if (m->keys[i] == NULL)
-                continue;
-            size_t j = str_slot(m->keys[i], cap);
-            while (keys[j] != NULL)
-                j = (j + 1) & (cap - 1);
-            keys[j] = m->keys[i];
-            vals[j] = m->vals[i];
-        }
-        free(m->keys);
-        free(m->vals);
-        m->keys = keys;
-        m->vals = vals;
-        m->cap = cap;
-    }
+    if (map_reserve(m, MAP_STR, 16) < 0)
+        return -1;
     char *copy = strdup(k);
     if (copy == NULL)
         return -1;
-    size_t i = str_slot(k, m->cap);
-    while (m->keys[i] != NULL)
-        i = (i + 1) & (m->cap - 1);
+    size_t i = map_find(m, MAP_STR, k);
     m->keys[i] = copy;
     m->vals[i] = v;
     m->count++;
@@ -604,10 +607,7 @@ static int strmap_add(strmap_t *m, const char *k, void *v)
 
 static void strmap_free(strmap_t *m)
 {
-    for (size_t i = 0; i < m->cap; i++)
-        free(m->keys[i]);
-    free(m->keys);
-    free(m->vals);
+    map_free(m, MAP_STR);
 }
 
 /* ------------------------------------------------------------------- URIs */
