@@ -24,58 +24,32 @@
  *   gt_multi  {key: ["integer","string"], required}
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <mizan/mizan.h>
+
+#include "counter_file.h"
 
 typedef struct gt_state {
     char path[4096]; /* the counter file */
 } gt_state_t;
 
-/* Adds delta to the counter under an exclusive lock; the new value in *out. */
-static int counter_add(const gt_state_t *st, long long delta, long long *out)
-{
-    int fd = open(st->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    int rc = -1;
-    if (flock(fd, delta != 0 ? LOCK_EX : LOCK_SH) != 0)
-        goto done;
-    char buf[32] = "";
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-    if (n < 0)
-        goto done;
-    buf[n] = '\0';
-    long long v = strtoll(buf, NULL, 10) + delta;
-    if (delta != 0) {
-        int len = snprintf(buf, sizeof(buf), "%lld\n", v);
-        if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len || fsync(fd) != 0)
-            goto done;
-    }
-    *out = v;
-    rc = 0;
-done:
-    close(fd);
-    return rc;
-}
-
 static int bump(mizan_req_t *req)
 {
+    const gt_state_t *st = mizan_req_module_data(req);
     long long v;
-    if (counter_add(mizan_req_module_data(req), 1, &v) < 0)
+    if (counter_file_add(st->path, 1, &v) < 0)
         return mizan_req_error(req, MIZAN_INTERNAL_ERROR, "cannot write the counter", NULL);
     return 0;
 }
 
 static int fn_read(mizan_req_t *req)
 {
+    const gt_state_t *st = mizan_req_module_data(req);
     long long v;
-    if (counter_add(mizan_req_module_data(req), 0, &v) < 0)
+    if (counter_file_add(st->path, 0, &v) < 0)
         return mizan_req_error(req, MIZAN_INTERNAL_ERROR, "cannot read the counter", NULL);
     mizan_req_result(req, json_pack("{s:I}", "n", (json_int_t)v));
     return 0;
