@@ -56,15 +56,7 @@ static mz_gw_t *start_gw(const char *dir, const mz_redis_t *r, const char *insta
     json_t *cfg = mz_json("{\"instance\":\"%s\",\"modules\":[{\"name\":\"blog\",\"config\":{\"db\":\"%s/blog.db\"}},"
                           "{\"name\":\"mz_guarantees\",\"config\":{\"dir\":\"%s\"}}]}",
                           instance, dir, dir);
-    if (r != NULL)
-        mz_json_merge(cfg, mz_json("{\"cache\":{\"redis_url\":\"redis://127.0.0.1:%d/0\"}}", r->port));
-    if (extra != NULL)
-        mz_json_merge(cfg, mz_json("%s", extra));
-    mz_gw_opts_t opts = {.config = cfg, .dir = dir};
-    mz_gw_t *gw = mz_gw_start_opts(&opts);
-    if (r != NULL)
-        mz_wait_status(gw, "/readyz", 200, 10000, NULL);
-    return gw;
+    return mz_cache_gw_start(dir, cfg, r, extra);
 }
 
 /* data.gt_read.n of a guarantees-module bundle. */

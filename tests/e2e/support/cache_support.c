@@ -526,3 +526,16 @@ const char *mz_bundle_title(const mz_resp_t *r)
     cr_assert(json_is_string(t), "bundle has no data.get_post.title\n%s", mz_describe(r));
     return json_string_value(t);
 }
+
+mz_gw_t *mz_cache_gw_start(const char *dir, json_t *cfg, const mz_redis_t *r, const char *extra)
+{
+    if (r != NULL)
+        mz_json_merge(cfg, mz_json("{\"cache\":{\"redis_url\":\"redis://127.0.0.1:%d/0\"}}", r->port));
+    if (extra != NULL)
+        mz_json_merge(cfg, mz_json("%s", extra));
+    mz_gw_opts_t opts = {.config = cfg, .dir = dir};
+    mz_gw_t *gw = mz_gw_start_opts(&opts);
+    if (r != NULL)
+        mz_wait_status(gw, "/readyz", 200, 10000, NULL);
+    return gw;
+}

@@ -2,7 +2,8 @@
  * cache_support.h - e2e helpers for the shared cache tests: cache keys
  * derived independently of the gateway (PROTOCOL.md section 6, HMAC by the
  * `openssl` command line), a Server-Sent Events client (section 7),
- * Prometheus sample lookup, and redis-server crash / restart on its port.
+ * Prometheus sample lookup, redis-server crash / restart on its port, and
+ * starting a gateway on a given Redis.
  *
  * Lifetime and threads follow harness.h: everything returned is owned by
  * the per-test arena; "asserting" functions run on the test's main thread.
@@ -158,5 +159,13 @@ json_t *mz_mutate(const mz_gw_t *gw, const char *fn, const char *args, const cha
 
 /** data.get_post.title of a post bundle (asserted to be a string). */
 const char *mz_bundle_title(const mz_resp_t *r);
+
+/**
+ * Starts a gateway in dir with the config cfg (modified: the Redis URL and
+ * extra are merged into it), on Redis r when not NULL (cache.redis_url
+ * pointing at it; then waits up to 10 s for /readyz 200), plus extra
+ * config (JSON text merged on top; may be NULL). Asserting.
+ */
+mz_gw_t *mz_cache_gw_start(const char *dir, json_t *cfg, const mz_redis_t *r, const char *extra);
 
 #endif /* MZ_CACHE_SUPPORT_H */
