@@ -34,16 +34,23 @@ typedef struct fl_state {
     long read_ms, slow_ms;
 } fl_state_t;
 
-static int read_after(mizan_req_t *req, long ms)
+/* Adds delta (0: none) to the counter and replies {"n": the new value}. */
+static int reply_counter(mizan_req_t *req, long long delta)
 {
     const fl_state_t *st = mizan_req_module_data(req);
-    if (ms > 0)
-        mizan_req_sleep(req, ms);
     long long v;
-    if (counter_file_add(st->path, 0, &v) < 0)
-        return mizan_req_error(req, MIZAN_INTERNAL_ERROR, "cannot read the counter", NULL);
+    if (counter_file_add(st->path, delta, &v) < 0)
+        return mizan_req_error(req, MIZAN_INTERNAL_ERROR,
+                               delta != 0 ? "cannot write the counter" : "cannot read the counter", NULL);
     mizan_req_result(req, json_pack("{s:I}", "n", (json_int_t)v));
     return 0;
+}
+
+static int read_after(mizan_req_t *req, long ms)
+{
+    if (ms > 0)
+        mizan_req_sleep(req, ms);
+    return reply_counter(req, 0);
 }
 
 static int fn_read(mizan_req_t *req)
@@ -58,12 +65,7 @@ static int fn_read_slow(mizan_req_t *req)
 
 static int fn_bump(mizan_req_t *req)
 {
-    const fl_state_t *st = mizan_req_module_data(req);
-    long long v;
-    if (counter_file_add(st->path, 1, &v) < 0)
-        return mizan_req_error(req, MIZAN_INTERNAL_ERROR, "cannot write the counter", NULL);
-    mizan_req_result(req, json_pack("{s:I}", "n", (json_int_t)v));
-    return 0;
+    return reply_counter(req, 1);
 }
 
 static void free_state(void *data)
