@@ -138,6 +138,27 @@ Test(redis_cluster, keys_share_the_tag_slot_and_a_lookup_is_one_mget)
     mz_gw_stop_ok(gw);
 }
 
+/*
+ * Waits (up to 10 s) until node i has run more SET commands than `before`
+ * (INFO commandstats: a SET refused with MOVED / ASK is not counted): the
+ * bundle a MISS stored has landed there. The store is fire-and-forget and the
+ * MISS answers before it lands; the next request may be served by another
+ * I/O loop, with its own connections, so its lookup is not ordered after
+ * that store. With one hop the store is on the wire before the client has
+ * the answer; redirected by ASK it needs a second hop from the storing loop,
+ * which a redirected lookup from the other loop can overtake on a loaded
+ * machine (it then reads the previous bundle, stale, and answers MISS).
+ */
+static void wait_store_on(const mz_rcluster_t *c, int i, long long before)
+{
+    double deadline = mz_now_ms() + 10000;
+    while (mz_rcluster_cmdstat(c, i, "set") <= before) {
+        cr_assert(mz_now_ms() < deadline, "the bundle stored by the MISS never reached node %d (SET calls stay %lld)",
+                  i, before);
+        mz_sleep_ms(10);
+    }
+}
+
 /* MIGRATE every key of slot from node src to node dst. */
 static int migrate_slot_keys(const mz_rcluster_t *c, int src, int dst, int slot)
 {
@@ -194,10 +215,14 @@ Test(redis_cluster, ask_during_a_migration_and_moved_after_it)
     double ask1 = mz_metric(gw, "mizan_redis_cluster_redirects_total{kind=\"ask\"}");
     cr_assert(ask1 > ask0, "the hit during the migration should have followed ASK (%g -> %g)", ask0, ask1);
 
-    /* A write during the window: its INCR is redirected, and read-your-writes holds. */
+    /* A write during the window: its INCR is redirected, and read-your-writes
+     * holds. The MISS's store follows ASK to the importing node (nothing
+     * else SETs there), and once it is there the next lookup is a HIT. */
     mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"during the migration\"}", alice, POST_FEED_TARGETS);
+    long long sets = mz_rcluster_cmdstat(c, dst, "set");
     mz_resp_t *after = mz_ctx_get(gw, POST1, NULL, "MISS");
     cr_assert_str_eq(mz_bundle_title(after), "during the migration");
+    wait_store_on(c, dst, sets);
     mz_ctx_get(gw, POST1, NULL, "HIT");
     migrate_slot_keys(c, src, dst, slot); /* a key left behind on src, if any */
 
@@ -222,7 +247,9 @@ Test(redis_cluster, ask_during_a_migration_and_moved_after_it)
     for (int i = 0; i < 10; i++)
         mz_ctx_get(gw, POST1, NULL, "HIT");
     mz_mutate(gw, "update_post", "{\"post_id\":1,\"title\":\"after the migration\"}", alice, POST_FEED_TARGETS);
+    sets = mz_rcluster_cmdstat(c, dst, "set");
     cr_assert_str_eq(mz_bundle_title(mz_ctx_get(gw, POST1, NULL, "MISS")), "after the migration");
+    wait_store_on(c, dst, sets); /* a loop that has not met MOVED yet stores through it */
     mz_ctx_get(gw, POST1, NULL, "HIT");
     json_t *rev = node_get(c, dst, mz_key_scoped_rev("post", "{\"post_id\":1}"));
     cr_assert(json_is_string(rev), "the scoped revision should live on the new owner: %s", mz_dump(rev));
