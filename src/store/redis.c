@@ -314,6 +314,7 @@ typedef enum op_kind {
     OP_SUB,         /* SUBSCRIBE: confirmation, then every message */
     OP_SLOTS,       /* cluster: CLUSTER SLOTS for the router */
     OP_ASKING,      /* cluster: ASKING before a command redirected by ASK */
+    OP_ROLE,        /* cluster: ROLE on a master the slot map lists without replicas */
     OP_DEFER_LOOKUP, /* a lookup failure waiting for the next loop turn */
     OP_DEFER_DONE,  /* an invalidation result waiting for the next loop turn */
 } op_kind_t;
@@ -328,10 +329,11 @@ typedef struct op {
     struct mizan_redis *r;
     op_kind_t kind;
     long long deadline;     /* monotonic ms by which the reply is due */
-    bool last;              /* OP_SETUP: its success completes the set-up */
+    bool last;              /* OP_SETUP: its success completes the set-up; OP_ROLE: counted in roles_pending */
     bool is_publish;        /* OP_ITEM: an acknowledged PUBLISH is counted */
     bool is_incr;           /* OP_ITEM: the INCR (an error reply triggers a repair) */
     bool is_wait;           /* OP_ITEM: WAIT for the replica (fewer acks: the item failed) */
+    bool recheck;           /* OP_ITEM INCR: sent before the node's first ROLE reply, no WAIT behind it */
     unsigned redirects;     /* cluster: MOVED / ASK followed so far */
     struct cmdcopy *cmd;    /* cluster: the command, kept to resend it on MOVED / ASK */
     mizan_redis_lookup_cb lookup_cb; /* OP_LOOKUP, OP_DEFER_LOOKUP */
@@ -396,7 +398,9 @@ struct mizan_redis {
     int seed_next;  /* cluster subscription: the URL node to try next */
 
     struct mizan_redis *router; /* cluster node connection: the router it serves */
-    int replicas;   /* cluster node: replicas the last slot map listed for it */
+    int replicas;   /* cluster node: replicas the last slot map (or the node's ROLE) listed for it */
+    int roles_out;  /* cluster node: ROLE probes not answered yet */
+    bool role_known; /* cluster node: a ROLE reply arrived */
     bool owner;     /* cluster node: the last slot map gives it slots */
     struct cluster *cl; /* a cluster router: its nodes and slot map */
 };
@@ -429,6 +433,7 @@ struct cluster {
     size_t probe;           /* where the next refresh starts looking for a node */
     size_t prefer;          /* a node to ask first (the target of the last MOVED), or NO_NODE */
     bool prune;             /* drop the connections the new slot map does not need (from the kick) */
+    size_t roles_pending;   /* ROLE probes of the first slot map not answered yet (not usable until 0) */
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
@@ -443,6 +448,8 @@ static bool router_usable(const mizan_redis_t *router);
 static mizan_redis_t *route(mizan_redis_t *router, const char *key);
 static void router_apply_slots(mizan_redis_t *router, mizan_redis_t *from, const redisReply *reply);
 static bool try_redirect(op_t *op, const redisReply *reply);
+static int send_role(mizan_redis_t *node, bool gate);
+static bool role_unknown(const mizan_redis_t *node);
 static int send_routed(mizan_redis_t *node, op_t *op, int argc, const char **argv, const size_t *lens);
 static mizan_redis_t *conn_new(struct event_base *base, mizan_redis_shared_t *s, conn_kind_t kind);
 static void conn_start(mizan_redis_t *r);
@@ -946,6 +953,10 @@ static void setup_done(mizan_redis_t *r)
                   "redis: command connection to %s:%d db %d %s", r->host, r->port, s->url.db,
                   r->ever_ready ? "re-established" : "established");
     r->ever_ready = true;
+    /* An owner the slot map listed without replicas: ask the node itself
+     * (see router_apply_slots). */
+    if (r->router != NULL && r->owner && r->replicas <= 0)
+        (void)send_role(r, false);
     maybe_replay(r);
     update_usable(r);
     if (r->router != NULL)
@@ -995,6 +1006,7 @@ static int send_item_step(mizan_redis_t *c, batch_t *b, qitem_t *it, int step)
         op->is_publish = (step == STEP_PUBLISH);
         op->is_incr = (step == STEP_INCR);
         op->is_wait = (step == STEP_WAIT);
+        op->recheck = (step == STEP_INCR && c->router != NULL && c->replicas <= 0 && role_unknown(c));
     }
     bool keep = c->router != NULL && (step == STEP_INCR || step == STEP_EXPIRE);
     if (op == NULL || (keep ? send_routed(c, op, argc[step], argv[step], lens[step])
@@ -1027,7 +1039,8 @@ static void send_items(mizan_redis_t *r, batch_t *b)
             if (step == STEP_EXPIRE && it->expire_s <= 0)
                 continue;
             /* A master with a replica acknowledges an increment only once
-             * the replica has it: a failover cannot take it back. */
+             * the replica has it: a failover cannot take it back. (While
+             * its first ROLE is unanswered, the INCR's reply decides.) */
             if (step == STEP_WAIT && (c->router == NULL || c->replicas <= 0))
                 continue;
             if (c->state != ST_READY) {
@@ -1342,6 +1355,11 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
                 router_refresh_in(r->router, REFRESH_SICK_MS);
         } else if (op->is_publish) {
             atomic_fetch_add(&r->shared->published, 1);
+        } else if (op->recheck && current && r->state == ST_READY && r->replicas > 0) {
+            /* The node's ROLE (answered before this INCR) lists a replica:
+             * wait for it, and publish again after it. */
+            (void)send_item_step(r, b, op->item, STEP_WAIT);
+            (void)send_item_step(r, b, op->item, STEP_PUBLISH);
         }
         if (--b->outstanding == 0)
             batch_finish(b);
@@ -1354,6 +1372,18 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
                 router_apply_slots(r->router, r, reply);
             else
                 router_refresh_in(r->router, REFRESH_SICK_MS);
+        }
+        break;
+    case OP_ROLE:
+        r->roles_out--;
+        if (reply != NULL && current && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 3 &&
+            reply->element[2]->type == REDIS_REPLY_ARRAY) {
+            r->replicas = (int)reply->element[2]->elements;
+            r->role_known = true;
+        }
+        if (op->last && r->router != NULL && r->router->state != ST_FREEING && r->router->cl->roles_pending > 0) {
+            r->router->cl->roles_pending--;
+            update_usable(r->router);
         }
         break;
     case OP_ASKING:
@@ -1646,8 +1676,8 @@ static bool owners_up(const mizan_redis_t *router)
  */
 static bool router_usable(const mizan_redis_t *router)
 {
-    return router->state == ST_READY && router->cl->map_ok && router->replay == NULL &&
-           atomic_load(&router->shared->npending) == 0;
+    return router->state == ST_READY && router->cl->map_ok && router->cl->roles_pending == 0 &&
+           router->replay == NULL && atomic_load(&router->shared->npending) == 0;
 }
 
 /*
@@ -1802,6 +1832,36 @@ static const char *elem_str(const redisReply *e)
     return e != NULL && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) ? e->str : NULL;
 }
 
+/* A node whose first ROLE probe is still out: whether it has replicas is unknown. */
+static bool role_unknown(const mizan_redis_t *node)
+{
+    return node->roles_out > 0 && !node->role_known;
+}
+
+/*
+ * Sends ROLE to an owning node (its reply sets node->replicas); gate counts
+ * it in the router's roles_pending. 0, or -1 when it could not be sent.
+ */
+static int send_role(mizan_redis_t *node, bool gate)
+{
+    if (node->state != ST_READY)
+        return -1;
+    op_t *op = op_new(node, OP_ROLE);
+    const char *argv[1] = {"ROLE"};
+    size_t lens[1] = {4};
+    if (op == NULL)
+        return -1;
+    op->last = gate;
+    if (send_op(node, op, 1, argv, lens) != 0) {
+        free(op);
+        return -1;
+    }
+    node->roles_out++;
+    if (gate)
+        node->router->cl->roles_pending++;
+    return 0;
+}
+
 /*
  * Applies a CLUSTER SLOTS reply: [[start, end, [host, port, id...],
  * [replica...]...]...]. An empty host means the node that answered. The
@@ -1844,8 +1904,14 @@ static void router_apply_slots(mizan_redis_t *router, mizan_redis_t *from, const
     }
     memcpy(cl->slots, slots, sizeof(cl->slots));
     free(slots);
+    bool first = !cl->map_ok;
     for (size_t i = 0; i < cl->nnodes; i++) {
         cl->nodes[i]->owner = owner[i];
+        /* CLUSTER SLOTS leaves out a replica until gossip has carried its
+         * replication offset (for a moment after it attached): the master's
+         * own ROLE says which replicas it has. */
+        if (owner[i] && replicas[i] == 0 && send_role(cl->nodes[i], first) == 0)
+            continue;
         cl->nodes[i]->replicas = replicas[i];
     }
     if (!cl->map_ok)

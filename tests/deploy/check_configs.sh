@@ -178,6 +178,7 @@ check_redis() {
     expect 0 "${as[@]}" wait 0 0
     expect 'ERR*cluster support disabled*' "${as[@]}" cluster slots
     expect 'ERR*cluster support disabled*' "${as[@]}" asking
+    expect 'master*' "${as[@]}" role
     echo "  redis-cli subscribe mizan:events (1 s)"
     OUT=$(timeout 1 redis-cli -h 127.0.0.1 -p "$PORT" "${as[@]}" subscribe mizan:events 2>&1)
     [[ $OUT == subscribe*mizan:events*1* ]] || fail "the ACL user cannot SUBSCRIBE mizan:events: $OUT"
