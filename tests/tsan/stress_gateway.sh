@@ -90,15 +90,24 @@ MODULE_DIR=$(cd "$MODULE_DIR" && pwd)
 
 port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start_redis() {
+# try_redis: starts redis-server on REDIS_PORT; 0 once it answers, 1 when it
+# exits first (the port was taken since it was probed) or never answers.
+try_redis() {
     "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --daemonize no --logfile "$TMP/redis.log" &
     REDIS_PID=$!
     for _ in $(seq 100); do
         redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+        kill -0 "$REDIS_PID" 2>/dev/null || return 1
         sleep 0.1
     done
-    say "FAIL: redis-server did not start on port $REDIS_PORT"
+    return 1
+}
+
+start_redis() {
+    try_redis && return 0
+    say "FAIL: redis-server did not start on port $REDIS_PORT; its log:"
+    cat "$TMP/redis.log" >&2 2>/dev/null
     exit 1
 }
 
@@ -121,11 +130,21 @@ if [ "$MODE" = redis ]; then
     REDIS_TIMEOUT_MS=3000
     REDIS_SERVER=$(command -v redis-server) || { say "FAIL: redis mode needs redis-server (Debian package redis-server)"; exit 1; }
     command -v redis-cli >/dev/null || { say "FAIL: redis mode needs redis-cli (Debian package redis-tools)"; exit 1; }
-    for _ in $(seq 50); do
-        REDIS_PORT=$((20000 + RANDOM % 40000))
-        port_is_free "$REDIS_PORT" && break
+    # A free port can be taken between the probe and the bind: then try another.
+    started=""
+    for _ in $(seq 5); do
+        for _ in $(seq 50); do
+            REDIS_PORT=$((20000 + RANDOM % 40000))
+            port_is_free "$REDIS_PORT" && break
+        done
+        if try_redis; then
+            started=1
+            break
+        fi
+        kill -KILL "$REDIS_PID" 2>/dev/null
+        wait "$REDIS_PID" 2>/dev/null
     done
-    start_redis
+    [ -n "$started" ] || { say "FAIL: redis-server did not start on 5 free ports; its log:"; cat "$TMP/redis.log" >&2; exit 1; }
     REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 fi
 
