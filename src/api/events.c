@@ -141,6 +141,19 @@ static void frame_unref(frame_t *f)
     }
 }
 
+/* Frees a client that is not (or no longer) on its loop's list, and gives
+ * back its slots (per address and instance-wide). */
+static void client_release(client_t *cl)
+{
+    for (size_t i = 0; i < cl->ncontexts; i++)
+        free(cl->contexts[i]);
+    free(cl->contexts);
+    addr_give(cl->addr);
+    free(cl);
+    atomic_fetch_sub(&total_clients, 1);
+}
+
+/* Unlinks a client from its loop's list and frees it. */
 static void client_free(client_t *cl)
 {
     mizan_sse_t *sse = cl->sse;
@@ -150,12 +163,7 @@ static void client_free(client_t *cl)
         sse->clients = cl->next;
     if (cl->next != NULL)
         cl->next->prev = cl->prev;
-    for (size_t i = 0; i < cl->ncontexts; i++)
-        free(cl->contexts[i]);
-    free(cl->contexts);
-    addr_give(cl->addr);
-    free(cl);
-    atomic_fetch_sub(&total_clients, 1);
+    client_release(cl);
 }
 
 /* evhttp is closing the connection (client gone or write failed). */
@@ -550,12 +558,7 @@ void mizan_events_handle(mizan_exchange_t *ex)
     if (cl->evcon == NULL) {
         /* The client is already gone: this frees the request. */
         evhttp_send_reply(cl->req, 200, "OK", NULL);
-        for (size_t i = 0; i < cl->ncontexts; i++)
-            free(cl->contexts[i]);
-        free(cl->contexts);
-        addr_give(cl->addr);
-        free(cl);
-        atomic_fetch_sub(&total_clients, 1);
+        client_release(cl);
         return;
     }
     mizan_sse_t *sse = loop->services->sse;
