@@ -77,6 +77,29 @@ def test_failover():
         stats = {"reads": 0, "writes": 0, "errors": 0, "violations": 0, "HIT": 0, "MISS": 0, "BYPASS": 0}
         bypass_times, hit_times, problems = [], [], []
 
+        def read_post(h, post, floor, who):
+            """Reads post's bundle: counts its X-Mizan-Cache (and, after the kill, when it came) and
+            records a violation when it is older than floor, the highest seq acknowledged before it."""
+            r = h.get("/api/mizan/ctx/post/?post_id=%d" % post)
+            t = now()
+            if r.status != 200:
+                with lock:
+                    stats["errors"] += 1
+                    problems.append("%sctx post: %r" % (who, r))
+                return
+            got = int(re.match(r"^c\d+-s(\d+)$", r.json["data"]["get_post"]["title"]).group(1))
+            cache = r.header("X-Mizan-Cache")
+            with lock:
+                stats["reads"] += 1
+                stats[cache] = stats.get(cache, 0) + 1
+                if killed["at"] is not None:
+                    (bypass_times if cache == "BYPASS" else hit_times if cache == "HIT" else []).append(
+                        t - killed["at"])
+                if got < floor:
+                    stats["violations"] += 1
+                    problems.append("%spost %d: read seq %d (%s) after seq %d was acknowledged"
+                                    % (who, post, got, cache, floor))
+
         def client(k):
             rnd = random.Random(k)
             h = s.Http(c.port)
@@ -97,26 +120,7 @@ def test_failover():
                                 stats["errors"] += 1
                                 problems.append("update_post: %r" % r)
                         continue
-                    floor = acked
-                    r = h.get("/api/mizan/ctx/post/?post_id=%d" % posts[k])
-                    t = now()
-                    if r.status != 200:
-                        with lock:
-                            stats["errors"] += 1
-                            problems.append("ctx post: %r" % r)
-                        continue
-                    got = int(re.match(r"^c\d+-s(\d+)$", r.json["data"]["get_post"]["title"]).group(1))
-                    cache = r.header("X-Mizan-Cache")
-                    with lock:
-                        stats["reads"] += 1
-                        stats[cache] = stats.get(cache, 0) + 1
-                        if killed["at"] is not None:
-                            (bypass_times if cache == "BYPASS" else hit_times if cache == "HIT" else []).append(
-                                t - killed["at"])
-                        if got < floor:
-                            stats["violations"] += 1
-                            problems.append("post %d: read seq %d (%s) after seq %d was acknowledged"
-                                            % (posts[k], got, cache, floor))
+                    read_post(h, posts[k], acked, "")
                 except Exception as e:  # reported below
                     with lock:
                         stats["errors"] += 1
@@ -133,25 +137,7 @@ def test_failover():
                 try:
                     with lock:
                         floor = acked_by_post[p]
-                    r = h.get("/api/mizan/ctx/post/?post_id=%d" % p)
-                    t = now()
-                    if r.status != 200:
-                        with lock:
-                            stats["errors"] += 1
-                            problems.append("reader ctx post: %r" % r)
-                        continue
-                    got = int(re.match(r"^c\d+-s(\d+)$", r.json["data"]["get_post"]["title"]).group(1))
-                    cache = r.header("X-Mizan-Cache")
-                    with lock:
-                        stats["reads"] += 1
-                        stats[cache] = stats.get(cache, 0) + 1
-                        if killed["at"] is not None:
-                            (bypass_times if cache == "BYPASS" else hit_times if cache == "HIT" else []).append(
-                                t - killed["at"])
-                        if got < floor:
-                            stats["violations"] += 1
-                            problems.append("reader: post %d: read seq %d (%s) after seq %d was acknowledged"
-                                            % (p, got, cache, floor))
+                    read_post(h, p, floor, "reader: ")
                 except Exception as e:  # reported below
                     with lock:
                         stats["errors"] += 1
