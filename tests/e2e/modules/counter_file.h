@@ -17,6 +17,20 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <mizan/mizan.h>
+
+/* Writes "<config dir>/<name>" into path (len bytes) from the module's
+ * config member "dir". Returns 0, or -1 after mizan_module_fail() when
+ * "dir" is missing or too long. */
+static int counter_file_path(mizan_module_t *m, const char *name, char *path, size_t len)
+{
+    const json_t *dir = json_object_get(mizan_module_config(m), "dir");
+    if (!json_is_string(dir) || json_string_length(dir) == 0 || json_string_length(dir) > 4000)
+        return mizan_module_fail(m, "config \"dir\" must name a directory");
+    snprintf(path, len, "%s/%s", json_string_value(dir), name);
+    return 0;
+}
+
 /* Adds delta (0: just reads) to the counter in the file at path, creating
  * it as 0 when missing; the new value in *out. Returns 0, or -1 when the
  * file cannot be opened, locked, read or written. */

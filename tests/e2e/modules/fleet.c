@@ -85,13 +85,13 @@ MIZAN_EXPORT int mizan_module_init(mizan_module_t *m);
 
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
 {
-    const json_t *dir = json_object_get(mizan_module_config(m), "dir");
-    if (!json_is_string(dir) || json_string_length(dir) == 0 || json_string_length(dir) > 4000)
-        return mizan_module_fail(m, "config \"dir\" must name a directory");
     fl_state_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return mizan_module_fail(m, "out of memory");
-    snprintf(st->path, sizeof(st->path), "%s/fl-counter", json_string_value(dir));
+    if (counter_file_path(m, "fl-counter", st->path, sizeof(st->path)) < 0) {
+        free(st);
+        return -1;
+    }
     st->read_ms = config_ms(m, "read_ms", 0);
     st->slow_ms = config_ms(m, "slow_ms", 1000);
     int slow_timeout_ms = (int)config_ms(m, "slow_timeout_ms", 2500);

@@ -93,13 +93,13 @@ MIZAN_EXPORT int mizan_module_init(mizan_module_t *m);
 
 MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
 {
-    const json_t *dir = json_object_get(mizan_module_config(m), "dir");
-    if (!json_is_string(dir) || json_string_length(dir) == 0 || json_string_length(dir) > 4000)
-        return mizan_module_fail(m, "config \"dir\" must name a directory");
     gt_state_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return mizan_module_fail(m, "out of memory");
-    snprintf(st->path, sizeof(st->path), "%s/gt-counter", json_string_value(dir));
+    if (counter_file_path(m, "gt-counter", st->path, sizeof(st->path)) < 0) {
+        free(st);
+        return -1;
+    }
     const json_t *slow_ms = json_object_get(mizan_module_config(m), "slow_timeout_ms");
     int slow_timeout_ms = json_is_integer(slow_ms) ? (int)json_integer_value(slow_ms) : 300;
     mizan_module_set_data(m, st, free_state);
