@@ -21,6 +21,7 @@
 
 #include "events.h"
 #include "exec.h"
+#include "context.h"
 #include "route.h"
 #include "log.h"
 #include "metrics.h"
@@ -210,6 +211,7 @@ void mizan_gateway_stop(mizan_gateway_t *gw)
         mizan_loop_t *loop = &gw->loops[i];
         mizan_services_t *svc = &gw->services[i];
         mizan_loop_stop(loop);
+        mizan_context_loop_deinit(svc);
         mizan_cache_loop_deinit(&svc->cache);
         mizan_exec_deinit(&svc->exec);
         if (loop->base != NULL)

@@ -9,9 +9,20 @@
  * replied at once; when the store says this request leads the
  * recomputation, it runs in a background exchange (no request, route
  * "ctx_refresh") that stores the bundle and ends without a reply.
+ *
+ * Plans: reading params (decode, coerce, validate) and deriving a bundle's
+ * cache keys (three HMACs) depend only on the context, the caller's scope
+ * and the query text, so each loop remembers, for the query texts it read
+ * last, the params they gave and their keys: a repeated request (the
+ * common case for a cached context) goes straight to the lookup. The table
+ * is direct-mapped (PLAN_SLOTS entries, a newcomer replaces whatever held
+ * its slot), so its size is bounded whatever callers send, and it belongs
+ * to the loop's thread (no lock). Only valid params are remembered; a miss
+ * in the table reads the params as before.
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +42,129 @@
 #include "request.h"
 #include "text.h"
 
-/* Decodes, coerces and validates the params; answers and returns NULL on failure. */
-static json_t *read_params(mizan_exchange_t *ex, const mizan_context_t *c)
+/** Remembered query texts per loop (a power of two). */
+#define PLAN_SLOTS 4096
+/** Longest scope + query text remembered; longer requests are read every time. */
+#define PLAN_MAX_TEXT 1024
+
+/* One remembered request: (context, scope "\n" query) -> params and keys. */
+typedef struct plan {
+    const mizan_context_t *ctx;
+    uint64_t hash;
+    json_t *params;            /* valid params; shared read-only with the exchanges using them */
+    mizan_cache_keys_t *keys;
+    size_t len;
+    char text[];               /* scope "\n" query, NUL-terminated */
+} plan_t;
+
+struct mizan_plans {
+    plan_t *slot[PLAN_SLOTS];
+};
+
+static void plan_free(plan_t *p)
 {
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ex->req);
+    if (p != NULL) {
+        json_decref(p->params);
+        mizan_cache_keys_free(p->keys);
+        free(p);
+    }
+}
+
+void mizan_context_loop_deinit(mizan_services_t *svc)
+{
+    if (svc->plans == NULL)
+        return;
+    for (size_t i = 0; i < PLAN_SLOTS; i++)
+        plan_free(svc->plans->slot[i]);
+    free(svc->plans);
+    svc->plans = NULL;
+}
+
+/* A multiply-xor hash over the context's address and the text, eight
+ * bytes at a time: a slot, not a secret (a collision only costs a re-read). */
+static uint64_t plan_hash(const mizan_context_t *c, const char *text, size_t len)
+{
+    const uint64_t m = 0x9E3779B97F4A7C15ULL;
+    uint64_t h = ((uint64_t)(uintptr_t)c ^ len) * m;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, text + i, 8);
+        h = (h ^ w) * m;
+        h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    memcpy(&w, text + i, len - i);
+    h = (h ^ w) * m;
+    return h ^ (h >> 32);
+}
+
+/*
+ * Writes scope "\n" query into out (PLAN_MAX_TEXT bytes) and the scope's
+ * length into *slen; returns the text's length, or 0 when the scope cannot
+ * be derived or the text is too long to remember.
+ */
+static size_t plan_text(mizan_exchange_t *ex, const mizan_context_t *c, const char *query, char *out, size_t *slen)
+{
     mizan_err_t err = {{0}};
-    json_t *raw = mizan_request_parse_query(uri != NULL ? evhttp_uri_get_query(uri) : NULL, &err);
+    if (mizan_cache_scope(&mizan_api_services(ex)->cache, c, &ex->caller->id, out, PLAN_MAX_TEXT, &err) < 0)
+        return 0;
+    size_t sl = strlen(out), ql = strlen(query);
+    if (sl + 1 + ql >= PLAN_MAX_TEXT)
+        return 0;
+    out[sl] = '\n';
+    memcpy(out + sl + 1, query, ql + 1);
+    *slen = sl;
+    return sl + 1 + ql;
+}
+
+/* Derives the keys of ex's params under scope (NULL: read it again) and
+ * remembers them with text in slot (NULL: not remembered). Returns the
+ * keys, owned by the slot when remembered, or NULL (uncached). */
+static mizan_cache_keys_t *plan_keys(mizan_exchange_t *ex, const mizan_context_t *c, const char *scope,
+                                     const char *text, size_t len, uint64_t h, plan_t **slot, mizan_cache_keys_t **own)
+{
+    mizan_services_t *svc = mizan_api_services(ex);
+    mizan_err_t err = {{0}};
+    char buf[PLAN_MAX_TEXT];
+    if (scope == NULL) {
+        if (mizan_cache_scope(&svc->cache, c, &ex->caller->id, buf, sizeof(buf), &err) < 0) {
+            mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", c->name, err.msg);
+            return NULL;
+        }
+        scope = buf;
+    }
+    mizan_cache_keys_t *keys = mizan_cache_keys_new(&svc->cache, c, ex->params, scope, &err);
+    if (keys == NULL) {
+        /* Keys that cannot be derived (e.g. a sub with control bytes): served uncached. */
+        mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", c->name, err.msg);
+        return NULL;
+    }
+    if (slot == NULL) {
+        *own = keys;
+        return keys;
+    }
+    plan_t *p = malloc(sizeof(*p) + len + 1);
+    if (p == NULL) {
+        *own = keys;
+        return keys;
+    }
+    p->ctx = c;
+    p->hash = h;
+    p->params = json_incref(ex->params);
+    p->keys = keys;
+    p->len = len;
+    memcpy(p->text, text, len + 1);
+    plan_free(*slot);
+    *slot = p;
+    return keys;
+}
+
+/* Decodes, coerces and validates the params of query; answers and returns NULL on failure. */
+static json_t *read_params(mizan_exchange_t *ex, const mizan_context_t *c, const char *query)
+{
+    mizan_err_t err = {{0}};
+    json_t *raw = mizan_request_parse_query(query, &err);
     if (raw == NULL) {
         mizan_reply_error(ex, MIZAN_BAD_REQUEST, err.msg, NULL);
         return NULL;
@@ -226,12 +354,45 @@ void mizan_context_handle(mizan_exchange_t *ex, const char *name)
         mizan_reply_error(ex, worst, worst == MIZAN_UNAUTHORIZED ? "this context requires a token" : NULL, NULL);
         return;
     }
-    json_t *params = read_params(ex, c);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ex->req);
+    const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+    mizan_services_t *svc = mizan_api_services(ex);
+    if (c->ttl == 0) {
+        /* Never cached: nothing to remember. */
+        json_t *params = read_params(ex, c, query);
+        if (params == NULL)
+            return; /* answered (and ended) by read_params */
+        ex->params = params;
+        ex->external = true;
+        mizan_cache_fetch(&svc->cache, c, NULL, ex->rid, &ex->lookup, looked_up, ex);
+        return;
+    }
+    char text[PLAN_MAX_TEXT];
+    size_t slen = 0;
+    size_t len = plan_text(ex, c, query != NULL ? query : "", text, &slen);
+    uint64_t h = len > 0 ? plan_hash(c, text, len) : 0;
+    if (len > 0 && svc->plans == NULL)
+        svc->plans = calloc(1, sizeof(*svc->plans));
+    plan_t **slot = len > 0 && svc->plans != NULL ? &svc->plans->slot[h & (PLAN_SLOTS - 1)] : NULL;
+    plan_t *p = slot != NULL ? *slot : NULL;
+    if (p != NULL && p->ctx == c && p->hash == h && p->len == len && memcmp(p->text, text, len) == 0) {
+        ex->params = json_incref(p->params);
+        ex->external = true;
+        mizan_cache_fetch(&svc->cache, c, p->keys, ex->rid, &ex->lookup, looked_up, ex);
+        return;
+    }
+    json_t *params = read_params(ex, c, query);
     if (params == NULL)
-        return; /* answered (and freed) by read_params */
+        return; /* answered (and ended) by read_params */
     ex->params = params;
+    char scope[PLAN_MAX_TEXT];
+    memcpy(scope, text, slen);
+    scope[slen] = '\0';
+    mizan_cache_keys_t *own = NULL;
+    mizan_cache_keys_t *keys = plan_keys(ex, c, len > 0 ? scope : NULL, text, len, h, slot, &own);
     ex->external = true;
-    mizan_cache_fetch(&mizan_api_services(ex)->cache, c, params, &ex->caller->id, ex->rid, &ex->lookup, looked_up, ex);
+    mizan_cache_fetch(&svc->cache, c, keys, ex->rid, &ex->lookup, looked_up, ex);
+    mizan_cache_keys_free(own);
 }
 
 /* ex's computation could not start: answered, or ended when it has no request (background). */

@@ -40,6 +40,7 @@ typedef struct mizan_services {
     mizan_exec_t exec;              /**< runs this loop's jobs */
     mizan_cache_loop_t cache;       /**< this loop's part of the cache */
     struct mizan_sse *sse;          /**< this loop's event streams (events.c) */
+    struct mizan_plans *plans;      /**< context requests read recently, and their cache keys (context.c) */
 } mizan_services_t;
 
 /** The services of ex's loop. */

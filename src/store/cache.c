@@ -44,6 +44,9 @@
 #include "memcache.h"
 #include "redis.h"
 
+/** Largest embedded-store read buffer a loop keeps between lookups. */
+#define VALUE_BUFFER_KEEP (256 * 1024)
+
 /* A computed bundle shared by a flight's leader and waiters. */
 typedef struct shared_body {
     atomic_int refs;
@@ -222,6 +225,9 @@ void mizan_cache_loop_deinit(mizan_cache_loop_t *cl)
     if (cl->redis != NULL)
         mizan_redis_free(cl->redis);
     cl->sub = cl->redis = NULL;
+    free(cl->value);
+    cl->value = NULL;
+    cl->value_cap = 0;
 }
 
 void mizan_cache_free(mizan_cache_t *c)
@@ -452,7 +458,12 @@ static found_t open_value(mizan_lookup_t *lk, const long long rev[2], const char
         return FOUND_NOTHING;
     long long stored[2], fresh = 0;
     mizan_err_t err = {{0}};
-    if (mizan_cachekey_value_open_fresh(&c->keys, lk->bundle_key, value, len, stored, &fresh, body, blen, &err) < 0) {
+    /* A value from the embedded store never left this process: only the
+     * gateway wrote it, so its mac is not checked again on every hit. */
+    int rc = c->mem != NULL ? mizan_cachekey_value_read_fresh(value, len, stored, &fresh, body, blen, &err)
+                            : mizan_cachekey_value_open_fresh(&c->keys, lk->bundle_key, value, len, stored, &fresh,
+                                                              body, blen, &err);
+    if (rc < 0) {
         /* Forged, copied from another key, or written by an older
          * gateway: a miss, and the recomputed bundle overwrites it. A
          * lookup that reads it again (fill lock) says so once. */
@@ -734,62 +745,93 @@ static void on_redis_lookup(void *arg, int rc, long long ctx_rev, long long scop
     after_lookup(lk, ctx_rev, scoped_rev, value, len);
 }
 
-void mizan_cache_fetch(mizan_cache_loop_t *cl, const mizan_context_t *ctx, const json_t *params,
-                       const mizan_identity_t *id, const char *rid, mizan_lookup_t **lkp,
-                       mizan_cache_answer_t ans, void *arg)
+/* ---- keys and lookups ---------------------------------------------------- */
+
+/* One bundle's three keys, in one block (see cache.h). */
+struct mizan_cache_keys {
+    size_t size;       /* bytes of each key's slot */
+    char *bundle, *ctx_rev, *scoped_rev;
+};
+
+int mizan_cache_scope(const mizan_cache_loop_t *cl, const mizan_context_t *ctx, const mizan_identity_t *id,
+                      char *out, size_t outlen, mizan_err_t *err)
+{
+    return mizan_cachekey_scope(&cl->cache->keys, ctx->scope, id, out, outlen, err);
+}
+
+mizan_cache_keys_t *mizan_cache_keys_new(const mizan_cache_loop_t *cl, const mizan_context_t *ctx,
+                                         const json_t *params, const char *scope, mizan_err_t *err)
+{
+    const mizan_cache_t *c = cl->cache;
+    size_t ksize = MIZAN_CACHEKEY_KEY_SIZE(strlen(ctx->name));
+    mizan_cache_keys_t *k = malloc(sizeof(*k) + 3 * ksize);
+    if (k == NULL) {
+        mizan_err_set(err, "out of memory");
+        return NULL;
+    }
+    k->size = ksize;
+    k->bundle = (char *)(k + 1);
+    k->ctx_rev = k->bundle + ksize;
+    k->scoped_rev = k->bundle + 2 * ksize;
+    if (mizan_cachekey_bundle(&c->keys, ctx->name, params, scope, k->bundle, ksize, err) < 0 ||
+        mizan_cachekey_context_rev(&c->keys, ctx->name, k->ctx_rev, ksize, err) < 0 ||
+        mizan_cachekey_scoped_rev(&c->keys, ctx->name, params, k->scoped_rev, ksize, err) < 0) {
+        free(k);
+        return NULL;
+    }
+    return k;
+}
+
+void mizan_cache_keys_free(mizan_cache_keys_t *keys)
+{
+    free(keys);
+}
+
+void mizan_cache_fetch(mizan_cache_loop_t *cl, const mizan_context_t *ctx, const mizan_cache_keys_t *keys,
+                       const char *rid, mizan_lookup_t **lkp, mizan_cache_answer_t ans, void *arg)
 {
     mizan_cache_t *c = cl->cache;
-    /* One allocation for the lookup, its three keys and the scope. */
-    size_t ksize = MIZAN_CACHEKEY_KEY_SIZE(strlen(ctx->name));
-    size_t ssize = MIZAN_CACHEKEY_SCOPE_SIZE(id->sub != NULL ? strlen(id->sub) : 0);
-    mizan_lookup_t *lk = malloc(sizeof(*lk) + 3 * ksize + ssize);
+    /* One allocation for the lookup and a copy of its keys (the caller's
+     * may go before the lookup ends). */
+    size_t ksize = keys != NULL ? keys->size : 0;
+    mizan_lookup_t *lk = malloc(sizeof(*lk) + 3 * ksize);
     *lkp = lk;
     if (lk == NULL) {
         ans(arg, MIZAN_CACHE_FAILED, NULL, NULL, 0);
         return;
     }
     memset(lk, 0, sizeof(*lk));
-    char *keys = (char *)(lk + 1);
-    lk->bundle_key = keys;
-    lk->ctx_rev_key = keys + ksize;
-    lk->scoped_rev_key = keys + 2 * ksize;
-    char *scope = keys + 3 * ksize;
-    lk->bundle_key[0] = lk->ctx_rev_key[0] = lk->scoped_rev_key[0] = scope[0] = '\0';
     lk->cache = c;
     lk->cl = cl;
     lk->ctx = ctx;
     lk->rid = rid;
     lk->answer = ans;
     lk->arg = arg;
-    if (ctx->ttl == 0) {
+    if (keys == NULL || ctx->ttl == 0) {
+        /* Not cached (TTL 0), or keys that could not be derived: computed, never stored. */
         answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
         return;
     }
-    mizan_err_t err = {{0}};
-    int rc = mizan_cachekey_scope(&c->keys, ctx->scope, id, scope, ssize, &err);
-    if (rc == 0)
-        rc = mizan_cachekey_bundle(&c->keys, ctx->name, params, scope, lk->bundle_key, ksize, &err);
-    if (rc == 0)
-        rc = mizan_cachekey_context_rev(&c->keys, ctx->name, lk->ctx_rev_key, ksize, &err);
-    if (rc == 0)
-        rc = mizan_cachekey_scoped_rev(&c->keys, ctx->name, params, lk->scoped_rev_key, ksize, &err);
-    if (rc < 0) {
-        /* Keys that cannot be derived (e.g. a sub with control bytes): serve uncached. */
-        mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", ctx->name, err.msg);
-        answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
-        return;
-    }
+    memcpy(lk + 1, keys + 1, 3 * ksize);
+    lk->bundle_key = (char *)(lk + 1);
+    lk->ctx_rev_key = lk->bundle_key + ksize;
+    lk->scoped_rev_key = lk->bundle_key + 2 * ksize;
     if (c->mem != NULL) {
         long long r0 = 0, r1 = 0;
-        char *value = NULL;
         size_t len = 0;
-        if (mizan_memcache_mget(c->mem, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, &r0, &r1, &value, &len,
-                                &err) < 0) {
+        mizan_err_t err = {{0}};
+        if (mizan_memcache_mget_into(c->mem, lk->ctx_rev_key, lk->scoped_rev_key, lk->bundle_key, &r0, &r1,
+                                     &cl->value, &cl->value_cap, &len, &err) < 0) {
             answer(lk, MIZAN_CACHE_COMPUTE, NULL, NULL, 0);
             return;
         }
-        after_lookup(lk, r0, r1, value, len);
-        free(value);
+        /* The loop's buffer: the answer borrows it for the call only. */
+        after_lookup(lk, r0, r1, len > 0 ? cl->value : NULL, len);
+        if (cl->value_cap > VALUE_BUFFER_KEEP) {
+            free(cl->value); /* a rare large bundle: not kept for the loop's life */
+            cl->value = NULL;
+            cl->value_cap = 0;
+        }
         return;
     }
     if (!mizan_redis_usable(cl->redis)) {

@@ -73,6 +73,8 @@ typedef struct mizan_cache_loop {
     mizan_cache_poster_t post;  /**< runs a completion on this loop */
     void *target;               /**< post's first argument: this loop */
     struct event_base *base;    /**< the loop's (fill lock polling) */
+    char *value;                /**< embedded store: the buffer a lookup reads a value into (reused) */
+    size_t value_cap;
 } mizan_cache_loop_t;
 
 /** What a lookup found. */
@@ -110,15 +112,35 @@ void mizan_cache_loop_deinit(mizan_cache_loop_t *cl);
 void mizan_cache_free(mizan_cache_t *cache);
 
 /**
- * Looks up context ctx's bundle for params (borrowed) and caller id; *lk
- * receives the lookup state (the caller frees it with
- * mizan_cache_lookup_free() when its request ends, after the answer).
- * answer(arg, ...) runs once: now or later, on this loop. rid names the
- * request in logs. Loop thread.
+ * The keys of one bundle: context ctx's for params under one scope
+ * (PROTOCOL.md section 6). Immutable once made; a caller may keep them and
+ * fetch with them again for the same (context, params, scope).
  */
-void mizan_cache_fetch(mizan_cache_loop_t *cl, const mizan_context_t *ctx, const json_t *params,
-                       const mizan_identity_t *id, const char *rid, mizan_lookup_t **lk,
-                       mizan_cache_answer_t answer, void *arg);
+typedef struct mizan_cache_keys mizan_cache_keys_t;
+
+/** The scope string of ctx for caller id into out (outlen bytes). Returns 0, or -1 with err. */
+int mizan_cache_scope(const mizan_cache_loop_t *cl, const mizan_context_t *ctx, const mizan_identity_t *id,
+                      char *out, size_t outlen, mizan_err_t *err);
+
+/**
+ * Derives the keys of ctx's bundle for params (borrowed) under scope (from
+ * mizan_cache_scope()). Returns new keys (mizan_cache_keys_free()), or
+ * NULL with err when they cannot be derived. Any thread.
+ */
+mizan_cache_keys_t *mizan_cache_keys_new(const mizan_cache_loop_t *cl, const mizan_context_t *ctx,
+                                         const json_t *params, const char *scope, mizan_err_t *err);
+
+void mizan_cache_keys_free(mizan_cache_keys_t *keys);
+
+/**
+ * Looks up context ctx's bundle under keys (borrowed for the call; NULL:
+ * not cached, the answer is COMPUTE); *lk receives the lookup state (the
+ * caller frees it with mizan_cache_lookup_free() when its request ends,
+ * after the answer). answer(arg, ...) runs once: now or later, on this
+ * loop. rid names the request in logs. Loop thread.
+ */
+void mizan_cache_fetch(mizan_cache_loop_t *cl, const mizan_context_t *ctx, const mizan_cache_keys_t *keys,
+                       const char *rid, mizan_lookup_t **lk, mizan_cache_answer_t answer, void *arg);
 
 /**
  * The computed bundle text (borrowed) of a COMPUTE lookup: stored when

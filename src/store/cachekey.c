@@ -375,7 +375,10 @@ int mizan_cachekey_scope(const mizan_cachekey_t *k, mizan_scope_t scope,
     char pk[MIZAN_DIGEST_HEX_LEN + 1];
     switch (scope) {
     case MIZAN_SCOPE_PUBLIC:
-        return put(out, outlen, err, "public");
+        if (outlen < sizeof("public"))
+            return put(out, outlen, err, "public");
+        memcpy(out, "public", sizeof("public"));
+        return 0;
     case MIZAN_SCOPE_USER:
         /* One sub AND one permission set: a down-scoped token of the same
          * sub must not be served what a fuller token computed. */
@@ -539,8 +542,20 @@ int mizan_cachekey_value_open_fresh(const mizan_cachekey_t *k, const char *bundl
     /* Constant time: how much of a forged mac matched must not leak. */
     if (CRYPTO_memcmp(mac, value, MIZAN_DIGEST_HEX_LEN) != 0)
         return mizan_err_set(err, "cache value: mac does not verify");
-    /* Authentic: the gateway wrote exactly this shape, so it is read
-     * without a JSON parse (a mismatch here is a bug, not an attack). */
+    return mizan_cachekey_value_read_fresh(value, len, rev, fresh_until_ms, body, body_len, err);
+}
+
+int mizan_cachekey_value_read_fresh(const char *value, size_t len, long long rev[2], long long *fresh_until_ms,
+                                    const char **body, size_t *body_len, mizan_err_t *err)
+{
+    if (fresh_until_ms != NULL)
+        *fresh_until_ms = 0;
+    if (value == NULL || len < MIZAN_DIGEST_HEX_LEN + 1 || value[MIZAN_DIGEST_HEX_LEN] != '\n')
+        return mizan_err_set(err, "cache value: not an authenticated value");
+    const char *doc = value + MIZAN_DIGEST_HEX_LEN + 1;
+    size_t doc_len = len - MIZAN_DIGEST_HEX_LEN - 1;
+    /* The gateway wrote exactly this shape, so it is read without a JSON
+     * parse (after a verified mac, a mismatch is a bug, not an attack). */
     const char *end = doc + doc_len, *p = doc;
     if (doc_len < sizeof(doc_head) + sizeof(doc_mid) || memcmp(p, doc_head, sizeof(doc_head) - 1) != 0 ||
         end[-1] != '}')

@@ -181,4 +181,13 @@ int mizan_cachekey_value_open_fresh(const mizan_cachekey_t *k, const char *bundl
                                     long long rev[2], long long *fresh_until_ms, const char **body, size_t *body_len,
                                     mizan_err_t *err);
 
+/**
+ * Reads a value the gateway itself holds in memory (the embedded store),
+ * as mizan_cachekey_value_open_fresh() does but without checking its mac:
+ * only for values that never left the process. Returns 0, or -1 for a
+ * value of another shape.
+ */
+int mizan_cachekey_value_read_fresh(const char *value, size_t len, long long rev[2], long long *fresh_until_ms,
+                                    const char **body, size_t *body_len, mizan_err_t *err);
+
 #endif /* MIZAN_CACHEKEY_H */

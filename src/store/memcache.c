@@ -343,9 +343,9 @@ void mizan_memcache_set_clock(mizan_memcache_t *c, mizan_memcache_clock_fn fn, v
     pthread_mutex_unlock(&c->lock);
 }
 
-int mizan_memcache_mget(mizan_memcache_t *c, const char *ctx_rev_key, const char *scoped_rev_key,
-                        const char *bundle_key, long long *ctx_rev, long long *scoped_rev,
-                        char **value, size_t *value_len, mizan_err_t *err)
+int mizan_memcache_mget_into(mizan_memcache_t *c, const char *ctx_rev_key, const char *scoped_rev_key,
+                             const char *bundle_key, long long *ctx_rev, long long *scoped_rev, char **buf,
+                             size_t *cap, size_t *value_len, mizan_err_t *err)
 {
     int rc = 0;
     struct hnode *graveyard = NULL;
@@ -353,8 +353,6 @@ int mizan_memcache_mget(mizan_memcache_t *c, const char *ctx_rev_key, const char
     uint64_t bundle_hash = bundle_key != NULL ? hash_key(bundle_key, bundle_len) : 0;
     long long now = now_ms(c);
 
-    if (value != NULL)
-        *value = NULL;
     if (value_len != NULL)
         *value_len = 0;
 
@@ -367,7 +365,7 @@ int mizan_memcache_mget(mizan_memcache_t *c, const char *ctx_rev_key, const char
         struct rev *r = rev_lookup(c, scoped_rev_key, now, &graveyard);
         *scoped_rev = r != NULL ? r->value : 0;
     }
-    if (bundle_key != NULL && value != NULL) {
+    if (bundle_key != NULL && buf != NULL && cap != NULL) {
         struct hnode **link = table_find(&c->bundles, bundle_key, bundle_len, bundle_hash);
         if (*link != NULL && is_expired(*link, now)) {
             c->expired++;
@@ -375,13 +373,19 @@ int mizan_memcache_mget(mizan_memcache_t *c, const char *ctx_rev_key, const char
         } else if (*link != NULL) {
             struct entry *e = (struct entry *)*link;
             /* Copying under the lock keeps the lookup one atomic step;
-             * values are at most max_bytes / 8. */
-            char *copy = malloc(e->value_len + 1);
-            if (copy == NULL) {
+             * values are at most max_bytes / 8. The caller's buffer is
+             * reused while it is big enough. */
+            if (*buf == NULL || *cap < e->value_len + 1) {
+                char *grown = realloc(*buf, e->value_len + 1);
+                if (grown != NULL) {
+                    *buf = grown;
+                    *cap = e->value_len + 1;
+                }
+            }
+            if (*buf == NULL || *cap < e->value_len + 1) {
                 rc = mizan_err_set(err, "embedded cache: out of memory");
             } else {
-                memcpy(copy, e->value, e->value_len + 1);
-                *value = copy;
+                memcpy(*buf, e->value, e->value_len + 1);
                 if (value_len != NULL)
                     *value_len = e->value_len;
                 lru_unlink(c, e);
@@ -391,6 +395,26 @@ int mizan_memcache_mget(mizan_memcache_t *c, const char *ctx_rev_key, const char
     }
     pthread_mutex_unlock(&c->lock);
     bury(graveyard);
+    return rc;
+}
+
+int mizan_memcache_mget(mizan_memcache_t *c, const char *ctx_rev_key, const char *scoped_rev_key,
+                        const char *bundle_key, long long *ctx_rev, long long *scoped_rev,
+                        char **value, size_t *value_len, mizan_err_t *err)
+{
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    int rc = mizan_memcache_mget_into(c, ctx_rev_key, scoped_rev_key, bundle_key, ctx_rev, scoped_rev,
+                                      value != NULL ? &buf : NULL, &cap, &len, err);
+    if (rc < 0 || len == 0) {
+        free(buf);
+        buf = NULL;
+        len = 0;
+    }
+    if (value != NULL)
+        *value = buf;
+    if (value_len != NULL)
+        *value_len = len;
     return rc;
 }
 

@@ -82,6 +82,15 @@ int mizan_memcache_mget(mizan_memcache_t *c, const char *ctx_rev_key, const char
                         char **value, size_t *value_len, mizan_err_t *err);
 
 /**
+ * mizan_memcache_mget() into the caller's buffer: *buf (malloc'd, *cap
+ * bytes; NULL/0 at first) is reused, or grown with realloc, to hold the
+ * value; *value_len is 0 when there is none. The caller frees *buf.
+ */
+int mizan_memcache_mget_into(mizan_memcache_t *c, const char *ctx_rev_key, const char *scoped_rev_key,
+                             const char *bundle_key, long long *ctx_rev, long long *scoped_rev, char **buf,
+                             size_t *cap, size_t *value_len, mizan_err_t *err);
+
+/**
  * Stores a copy of value (len bytes) under key for ttl_s seconds (must be
  * > 0), replacing any previous value, evicting least recently used bundles
  * as needed. Returns 0, or -1 with err filled and nothing stored when the
