@@ -39,7 +39,7 @@ int main(int argc, char **argv)
     long n = argc > 2 ? atol(argv[2]) : 1000;
     blog_store_t *s;
     blog_err_t err;
-    if (blog_store_open(argv[1], 1000, &s, &err) < 0) {
+    if (blog_store_open(argv[1], 1000, false, &s, &err) < 0) {
         fprintf(stderr, "open: %s\n", err.msg);
         return 1;
     }

@@ -40,7 +40,13 @@
  *                 starts with. Posts 1..3 are the demo posts; the rest are
  *                 filler for benchmarks. An existing database is never
  *                 re-seeded.
+ *   "durability"  "normal" (default) or "full": with "normal" a commit
+ *                 survives a crash of the gateway and a power loss may take
+ *                 the last commits back (SQLite's synchronous = NORMAL, the
+ *                 usual setting with WAL: no disk sync per commit); "full"
+ *                 waits for the disk on every commit.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -946,7 +952,7 @@ static const mizan_context_def_t CONTEXTS[] = {
  * *seed_posts. Unknown keys are refused so that a typo does not pass
  * silently. Returns 0, or -1 after mizan_module_fail().
  */
-static int read_config(mizan_module_t *m, const char **db, long *seed_posts)
+static int read_config(mizan_module_t *m, const char **db, long *seed_posts, bool *full_sync)
 {
     const json_t *config = mizan_module_config(m);
     const char *env = getenv(DB_ENV); /* start-up is single-threaded */
@@ -958,13 +964,14 @@ static int read_config(mizan_module_t *m, const char **db, long *seed_posts)
 
     *db = DEFAULT_DB;
     *seed_posts = SEED_POSTS_MIN;
+    *full_sync = false;
     if (!json_is_object(config))
         return mizan_module_fail(m, "the blog module's \"config\" must be an object");
     for (it = json_object_iter(keys); it; it = json_object_iter_next(keys, it)) {
         key = json_object_iter_key(it);
-        if (strcmp(key, "db") != 0 && strcmp(key, "seed_posts") != 0)
-            return mizan_module_fail(m, "unknown config key \"%s\" (known: \"db\", \"seed_posts\")",
-                                     key);
+        if (strcmp(key, "db") != 0 && strcmp(key, "seed_posts") != 0 && strcmp(key, "durability") != 0)
+            return mizan_module_fail(
+                m, "unknown config key \"%s\" (known: \"db\", \"seed_posts\", \"durability\")", key);
     }
     if ((v = json_object_get(config, "db"))) {
         if (!json_is_string(v) || json_string_length(v) == 0 ||
@@ -979,6 +986,12 @@ static int read_config(mizan_module_t *m, const char **db, long *seed_posts)
             return mizan_module_fail(m, "config \"seed_posts\" must be an integer from %d to %d",
                                      SEED_POSTS_MIN, SEED_POSTS_MAX);
         *seed_posts = (long)n;
+    }
+    if ((v = json_object_get(config, "durability"))) {
+        if (!json_is_string(v) ||
+            (strcmp(json_string_value(v), "normal") != 0 && strcmp(json_string_value(v), "full") != 0))
+            return mizan_module_fail(m, "config \"durability\" must be \"normal\" or \"full\"");
+        *full_sync = strcmp(json_string_value(v), "full") == 0;
     }
     return 0;
 }
@@ -1003,15 +1016,16 @@ MIZAN_EXPORT int mizan_module_init(mizan_module_t *m)
 {
     const char *db;
     long seed_posts;
+    bool full_sync;
     blog_store_t *store;
     blog_err_t err;
 
     if (mizan_module_abi(m) != MIZAN_ABI_VERSION)
         return mizan_module_fail(m, "built for module ABI %d but the gateway speaks %d; rebuild it",
                                  MIZAN_ABI_VERSION, mizan_module_abi(m));
-    if (read_config(m, &db, &seed_posts) < 0)
+    if (read_config(m, &db, &seed_posts, &full_sync) < 0)
         return -1;
-    if (blog_store_open(db, seed_posts, &store, &err) < 0)
+    if (blog_store_open(db, seed_posts, full_sync, &store, &err) < 0)
         return mizan_module_fail(m, "%s", err.msg);
     /* From here the gateway owns the store and frees it at shutdown. */
     mizan_module_set_data(m, store, free_store);

@@ -236,6 +236,7 @@ struct blog_store {
     pthread_key_t key;    /**< each thread's conn_t; destructor conn_release */
     pthread_mutex_t lock; /**< guards conns; taken only to open or close a connection */
     conn_t *conns;        /**< every open connection, so close can reach them all */
+    bool full_sync;       /**< PRAGMA synchronous = FULL (else NORMAL); immutable after open */
 };
 
 /* ------------------------------------------------------------------ */
@@ -304,9 +305,12 @@ static int on_busy(void *limit, int count)
 /**
  * Opens path with flags, then turns on extended result codes, the busy
  * timeout and foreign keys (a per-connection setting in SQLite, off by
- * default). Returns 0 with *out set, or -1.
+ * default), and sets how a commit is made durable: with the WAL journal,
+ * NORMAL syncs at checkpoints only (a commit survives a crash of the
+ * gateway, a power loss may take the last ones back), FULL syncs every
+ * commit. Returns 0 with *out set, or -1.
  */
-static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out, blog_err_t *err)
+static int open_db(const char *path, int flags, int busy_ms, bool full_sync, sqlite3 **out, blog_err_t *err)
 {
     sqlite3 *db = NULL;
     int ret = -1;
@@ -318,7 +322,9 @@ static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out, blog
     }
     sqlite3_extended_result_codes(db, 1);
     if (sqlite3_busy_handler(db, on_busy, (void *)(intptr_t)busy_ms) != SQLITE_OK ||
-        sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", NULL, NULL,
+                     NULL) != SQLITE_OK) {
         fail_sql(err, db, "cannot configure the connection");
         goto done;
     }
@@ -372,7 +378,7 @@ static conn_t *conn_get(blog_store_t *s, blog_err_t *err)
     fresh->store = s;
     /* No SQLITE_OPEN_CREATE: the file was created at start-up; if it has
      * gone since, failing beats silently starting an empty blog. */
-    if (open_db(s->path, SQLITE_OPEN_READWRITE, BUSY_TIMEOUT_MS, &fresh->db, err) < 0)
+    if (open_db(s->path, SQLITE_OPEN_READWRITE, BUSY_TIMEOUT_MS, s->full_sync, &fresh->db, err) < 0)
         goto done;
     if (pthread_setspecific(s->key, fresh) != 0) {
         fail(err, MIZAN_INTERNAL_ERROR, "blog store: cannot keep a per-thread connection");
@@ -798,7 +804,7 @@ static int at_path(blog_err_t *err, const char *path, const char *hint)
     return fail(err, err->code, "%s: %s%s", path, reason, hint);
 }
 
-int blog_store_open(const char *path, long seed_posts, blog_store_t **out, blog_err_t *err)
+int blog_store_open(const char *path, long seed_posts, bool full_sync, blog_store_t **out, blog_err_t *err)
 {
     blog_store_t *s = NULL;
     sqlite3 *db = NULL;
@@ -815,7 +821,7 @@ int blog_store_open(const char *path, long seed_posts, blog_store_t **out, blog_
         fail(err, MIZAN_INTERNAL_ERROR, "the SQLite library was built without thread support");
         goto done;
     }
-    if (open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, INIT_BUSY_TIMEOUT_MS, &db,
+    if (open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, INIT_BUSY_TIMEOUT_MS, full_sync, &db,
                 err) < 0) {
         at_path(err, path, "; check that its directory exists and is writable");
         goto done;
@@ -829,6 +835,8 @@ int blog_store_open(const char *path, long seed_posts, blog_store_t **out, blog_
     }
     abs_size = strlen(abs) + 1;
     s = calloc(1, sizeof *s);
+    if (s)
+        s->full_sync = full_sync;
     if (!s || !(s->path = malloc(abs_size))) {
         fail(err, MIZAN_INTERNAL_ERROR, "out of memory");
         goto done;

@@ -66,12 +66,15 @@ typedef struct blog_store blog_store_t;
  * creates the schema and, the first time, seeds posts 1..3 by alice (post 1
  * with two comments, post 2 with one) plus posts 4..seed_posts when
  * seed_posts > 3. A relative path is resolved against the current working
- * directory now, once; the store keeps the absolute path.
+ * directory now, once; the store keeps the absolute path. full_sync makes
+ * every commit wait for the disk (PRAGMA synchronous = FULL); otherwise a
+ * commit is durable across a crash of the process, and a power loss may
+ * take the last commits back (NORMAL, the usual setting with WAL).
  *
  * Call once at module start-up, before any worker thread runs. Returns 0
  * with *out set (free with blog_store_close), or -1 with err filled.
  */
-int blog_store_open(const char *path, long seed_posts, blog_store_t **out, blog_err_t *err);
+int blog_store_open(const char *path, long seed_posts, bool full_sync, blog_store_t **out, blog_err_t *err);
 
 /**
  * Closes every connection the store opened, on whatever thread, and frees
