@@ -43,7 +43,7 @@
 #include "text.h"
 
 /** Remembered query texts per loop (a power of two). */
-#define PLAN_SLOTS 4096
+#define PLAN_SLOTS 16384
 /** Longest scope + query text remembered; longer requests are read every time. */
 #define PLAN_MAX_TEXT 1024
 

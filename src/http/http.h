@@ -78,6 +78,8 @@ struct mizan_loop {
     atomic_size_t nlive;        /**< length of live */
     atomic_size_t unsent;       /**< answered, reply not yet flushed (reply.c) */
     uint64_t rng[2];            /**< request-id generator state (exchange.c) */
+    long long date_sec;         /**< the second date holds (reply.c) */
+    char date[32];              /**< that second as an HTTP Date value (reply.c) */
     time_t accept_warned;       /**< last accept-failure log line (rate limit) */
 };
 

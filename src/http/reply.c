@@ -4,11 +4,15 @@
  * of PROTOCOL.md section 3, and flush accounting for graceful shutdown.
  */
 #include <stdio.h>
+#include <sys/time.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 
 #include "compress.h"
 #include "conn.h"
@@ -30,6 +34,66 @@ void mizan_reply_header(mizan_exchange_t *ex, const char *name, const char *valu
 {
     if (ex->req != NULL)
         evhttp_add_header(evhttp_request_get_output_headers(ex->req), name, value);
+}
+
+/*
+ * The Date value of this second (RFC 7231 IMF-fixdate, as evhttp writes
+ * it), formatted once per second per loop instead of once per answer.
+ */
+static const char *http_date(mizan_loop_t *loop)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct timeval tv;
+    if (event_base_gettimeofday_cached(loop->base, &tv) < 0)
+        gettimeofday(&tv, NULL);
+    if (loop->date[0] != '\0' && (long long)tv.tv_sec == loop->date_sec)
+        return loop->date;
+    time_t t = tv.tv_sec;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    /* "Sun, 06 Nov 1994 08:49:37 GMT": fixed width, written digit by digit. */
+    char *d = loop->date;
+    int year = 1900 + tm.tm_year;
+    memcpy(d, days[tm.tm_wday % 7], 3);
+    memcpy(d + 3, ", ", 2);
+    d[5] = (char)('0' + tm.tm_mday / 10 % 10);
+    d[6] = (char)('0' + tm.tm_mday % 10);
+    d[7] = ' ';
+    memcpy(d + 8, months[tm.tm_mon % 12], 3);
+    d[11] = ' ';
+    d[12] = (char)('0' + year / 1000 % 10);
+    d[13] = (char)('0' + year / 100 % 10);
+    d[14] = (char)('0' + year / 10 % 10);
+    d[15] = (char)('0' + year % 10);
+    d[16] = ' ';
+    d[17] = (char)('0' + tm.tm_hour / 10 % 10);
+    d[18] = (char)('0' + tm.tm_hour % 10);
+    d[19] = ':';
+    d[20] = (char)('0' + tm.tm_min / 10 % 10);
+    d[21] = (char)('0' + tm.tm_min % 10);
+    d[22] = ':';
+    d[23] = (char)('0' + tm.tm_sec / 10 % 10);
+    d[24] = (char)('0' + tm.tm_sec % 10);
+    memcpy(d + 25, " GMT", 5);
+    loop->date_sec = (long long)tv.tv_sec;
+    return loop->date;
+}
+
+/* Decimal text of n into out (at least 21 bytes); returns out. */
+static char *decimal(size_t n, char *out)
+{
+    char tmp[21];
+    size_t i = 0;
+    do {
+        tmp[i++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    for (size_t j = 0; j < i; j++)
+        out[j] = tmp[i - 1 - j];
+    out[i] = '\0';
+    return out;
 }
 
 static const char *reason_phrase(int status)
@@ -73,11 +137,17 @@ void mizan_reply_text(mizan_exchange_t *ex, int status, const char *body, size_t
     if (buf != NULL && len > 0 && !head &&
         !mizan_compress_body(req, cfg->compress_min_bytes, cfg->compress_level, body, len, buf))
         evbuffer_add(buf, body, len);
+    char n[24];
     if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
         /* evhttp frames no body for CONNECT (a tunnel's): frame the answer here. */
-        char n[24];
-        snprintf(n, sizeof(n), "%zu", buf != NULL ? evbuffer_get_length(buf) : 0);
-        evhttp_add_header(h, "Content-Length", n);
+        evhttp_add_header(h, "Content-Length", decimal(buf != NULL ? evbuffer_get_length(buf) : 0, n));
+    } else if (req->major == 1 && req->minor >= 1) {
+        /* What evhttp adds to an HTTP/1.1 answer, written here without its
+         * per-answer formatting: the Date of this second and, when the
+         * answer carries a body, its length. */
+        evhttp_add_header(h, "Date", http_date(ex->loop));
+        if (!head && status >= 200 && status != 204 && status != 304)
+            evhttp_add_header(h, "Content-Length", decimal(buf != NULL ? evbuffer_get_length(buf) : 0, n));
     }
     mizan_conns_reply_sending(ex->loop, req);
     if (evhttp_request_get_connection(req) != NULL) {

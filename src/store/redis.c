@@ -46,12 +46,140 @@
 #include <time.h>
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "log.h"
 #include "request.h"
+
+/* ------------------------------------------------------------------------ */
+/* The connection's events on the loop                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * hiredis asks for read and write interest through ac->ev. The read event
+ * is persistent and stays registered for the connection's life (hiredis
+ * asks for it again after every read). A write is not registered at once:
+ * the first command of a loop turn activates a flush that runs once the
+ * turn's other callbacks have queued theirs, and writes them all with one
+ * system call; only a socket that cannot take everything (or a connect in
+ * progress) registers for writability. So a lookup costs no epoll_ctl.
+ */
+typedef struct redis_events {
+    redisAsyncContext *ac;
+    struct event *rev, *wev, *flush;
+    bool reading;      /* rev registered */
+    bool want_write;   /* hiredis has bytes to write (or a connect to finish) */
+    bool flushing;     /* inside the flush's write: hiredis says next whether bytes are left */
+} redis_events_t;
+
+static void ev_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redisAsyncHandleRead(((redis_events_t *)arg)->ac);
+}
+
+static void ev_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redisAsyncHandleWrite(((redis_events_t *)arg)->ac);
+}
+
+/* The turn's commands are queued: write them, and wait for writability only if some are left. */
+static void ev_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redis_events_t *e = arg;
+    if (!e->want_write)
+        return;
+    /* hiredis answers with delWrite (all written) or addWrite (bytes left):
+     * both see the flag. On a write error it may free the context, and e
+     * with it, so nothing here touches e afterwards. */
+    e->flushing = true;
+    redisAsyncHandleWrite(e->ac);
+}
+
+static void ev_add_read(void *arg)
+{
+    redis_events_t *e = arg;
+    if (!e->reading && event_add(e->rev, NULL) == 0)
+        e->reading = true;
+}
+
+static void ev_del_read(void *arg)
+{
+    redis_events_t *e = arg;
+    if (e->reading)
+        event_del(e->rev);
+    e->reading = false;
+}
+
+static void ev_add_write(void *arg)
+{
+    redis_events_t *e = arg;
+    if (e->flushing) {
+        /* The flush could not write everything: wait until the socket drains. */
+        e->flushing = false;
+        e->want_write = true;
+        event_add(e->wev, NULL);
+        return;
+    }
+    if (e->want_write)
+        return;
+    e->want_write = true;
+    if ((e->ac->c.flags & REDIS_CONNECTED) == 0)
+        event_add(e->wev, NULL); /* a connect in progress: only writability says it finished */
+    else
+        event_active(e->flush, EV_WRITE, 1);
+}
+
+static void ev_del_write(void *arg)
+{
+    redis_events_t *e = arg;
+    e->flushing = false;
+    e->want_write = false;
+    event_del(e->wev);
+}
+
+static void ev_cleanup(void *arg)
+{
+    redis_events_t *e = arg;
+    event_free(e->rev);
+    event_free(e->wev);
+    event_free(e->flush);
+    free(e);
+}
+
+/* Binds ac's events to base in place of hiredis's own adapter. Returns 0 or -1. */
+static int ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    if (ac->ev.data != NULL)
+        return -1;
+    redis_events_t *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    e->ac = ac;
+    e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, ev_on_read, e);
+    e->wev = event_new(base, ac->c.fd, EV_WRITE | EV_PERSIST, ev_on_write, e);
+    e->flush = event_new(base, -1, 0, ev_on_flush, e);
+    if (e->rev == NULL || e->wev == NULL || e->flush == NULL) {
+        ev_cleanup(e);
+        return -1;
+    }
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    ac->ev.data = e;
+    /* The connect completes when the socket turns writable. */
+    ev_add_read(e);
+    ev_add_write(e);
+    return 0;
+}
 
 /* ------------------------------------------------------------------------ */
 /* URL parsing                                                              */
@@ -1494,7 +1622,7 @@ static void start_connect(mizan_redis_t *r)
         conn_lost(r, why);
         return;
     }
-    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+    if (ev_attach(ac, r->base) < 0) {
         redisAsyncFree(ac);
         conn_lost(r, "cannot attach to the event loop");
         return;
