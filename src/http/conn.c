@@ -345,12 +345,12 @@ static bool head_append(conn_t *c, const char *p, size_t n, size_t max)
     return true;
 }
 
-/* A whole head is in c->head: judge it and set up reading its body. */
-static void head_done(conn_t *c)
+/* A whole head (len bytes at head): judge it and set up reading its body. */
+static void head_judge(conn_t *c, const char *head, size_t len)
 {
     const mizan_config_t *cfg = c->cs->loop->cfg;
     mizan_head_t h;
-    mizan_framing_check_head(c->head, c->head_len, cfg->max_body_bytes, &h);
+    mizan_framing_check_head(head, len, cfg->max_body_bytes, &h);
     head_reset(c);
     if (h.status != 0) {
         refuse(c, h.status, h.reason, h.rid, h.origin);
@@ -370,11 +370,42 @@ static void head_done(conn_t *c)
     }
 }
 
+/*
+ * Bytes from p through the empty line that ends a head starting at p (the
+ * same line rule as the copying path: an empty line or a lone CR before
+ * the LF), or 0 when the n bytes do not hold a whole head.
+ */
+static size_t head_end(const char *p, size_t n)
+{
+    size_t pos = 0;
+    while (pos < n) {
+        const char *lf = memchr(p + pos, '\n', n - pos);
+        if (lf == NULL)
+            return 0;
+        size_t line = (size_t)(lf - (p + pos));
+        if (line == 0 || (line == 1 && p[pos] == '\r'))
+            return (size_t)(lf - p) + 1;
+        pos = (size_t)(lf - p) + 1;
+    }
+    return 0;
+}
+
 /* Follows n received bytes through heads and bodies; may refuse c. */
 static void feed(conn_t *c, const char *p, size_t n)
 {
     const mizan_config_t *cfg = c->cs->loop->cfg;
     while (n > 0 && c->in != IN_REFUSED) {
+        if (c->in == IN_HEAD && c->head_len == 0) {
+            /* The usual case: a whole head in one piece of input, judged
+             * where it lies instead of being copied line by line. */
+            size_t end = head_end(p, n);
+            if (end > 0 && end <= cfg->max_header_bytes) {
+                head_judge(c, p, end);
+                p += end;
+                n -= end;
+                continue;
+            }
+        }
         if (c->in == IN_HEAD) {
             const char *lf = memchr(p, '\n', n);
             size_t take = lf != NULL ? (size_t)(lf - p) + 1 : n;
@@ -391,7 +422,7 @@ static void feed(conn_t *c, const char *p, size_t n)
                 bool blank = line == 0 || (line == 1 && c->head[c->line_start] == '\r');
                 c->line_start = c->head_len;
                 if (blank)
-                    head_done(c);
+                    head_judge(c, c->head, c->head_len);
             }
         } else if (c->in == IN_BODY_LENGTH) {
             size_t take = c->left < n ? (size_t)c->left : n;

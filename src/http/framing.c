@@ -17,7 +17,19 @@ static bool tchar(unsigned char c)
 {
     if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
         return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A byte that never belongs in a head line: a control character other than TAB, or DEL. */
+static bool bad_byte(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
 static void refuse(mizan_head_t *out, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -87,7 +99,10 @@ static int request_line(const char *s, size_t n, mizan_head_t *out, bool *http10
 
 void mizan_framing_check_head(const char *head, size_t len, uint64_t max_body, mizan_head_t *out)
 {
-    memset(out, 0, sizeof(*out));
+    out->status = 0;
+    out->reason[0] = out->rid[0] = out->origin[0] = '\0';
+    out->body = MIZAN_BODY_NONE;
+    out->length = 0;
     bool http10 = false, body_method = false, first = true;
     int ncl = 0, nte = 0;
     uint64_t cl = 0;
@@ -101,12 +116,9 @@ void mizan_framing_check_head(const char *head, size_t len, uint64_t max_body, m
             n--;
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)p[i];
-            if (c == '\r') {
-                refuse(out, 400, "malformed request head (a CR not followed by LF)");
-                return;
-            }
-            if ((c < 0x20 && c != '\t') || c == 0x7f) {
-                refuse(out, 400, "malformed request head (a control character)");
+            if (bad_byte(c)) {
+                refuse(out, 400, c == '\r' ? "malformed request head (a CR not followed by LF)"
+                                            : "malformed request head (a control character)");
                 return;
             }
         }
