@@ -869,13 +869,59 @@ static op_t *op_new(mizan_redis_t *r, op_kind_t kind)
  * context or hiredis refuses (the context is going away); op is then unlinked
  * and still the caller's.
  */
+/* Appends the RESP length line "<mark><n>\r\n" at p; returns the end. */
+static char *resp_len(char *p, char mark, size_t n)
+{
+    char digits[20];
+    int i = 0;
+    do {
+        digits[i++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    *p++ = mark;
+    while (i > 0)
+        *p++ = digits[--i];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/*
+ * Writes the command as RESP into buf (size bytes): a multi-bulk of argc
+ * bulk strings. Returns its length, or 0 when it does not fit (hiredis
+ * formats it then).
+ */
+static size_t resp_format(char *buf, size_t size, int argc, const char **argv, const size_t *lens)
+{
+    size_t need = 24;
+    for (int i = 0; i < argc; i++)
+        need += lens[i] + 26;
+    if (need > size)
+        return 0;
+    char *p = resp_len(buf, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        p = resp_len(p, '$', lens[i]);
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    return (size_t)(p - buf);
+}
+
 static int send_op(mizan_redis_t *r, op_t *op, int argc, const char **argv, const size_t *lens)
 {
     if (r->ac == NULL)
         return -1;
     op->deadline = now_ms() + r->shared->timeout_ms;
     ops_link(r, op);
-    if (redisAsyncCommandArgv(r->ac, on_reply, op, argc, argv, lens) != REDIS_OK) {
+    /* The common commands (a lookup's MGET: three short keys) are formatted
+     * here on the stack; hiredis copies the bytes into its output buffer. */
+    char buf[1024];
+    size_t len = resp_format(buf, sizeof(buf), argc, argv, lens);
+    int rc = len > 0 ? redisAsyncFormattedCommand(r->ac, on_reply, op, buf, len)
+                     : redisAsyncCommandArgv(r->ac, on_reply, op, argc, argv, lens);
+    if (rc != REDIS_OK) {
         ops_unlink(r, op);
         return -1;
     }
