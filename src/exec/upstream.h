@@ -143,6 +143,9 @@ typedef struct mizan_upstream_fn {
     bool no_identity;            /**< "identity": false: this function sends no identity headers nor token */
     mizan_json_pointer_t result; /**< what part of the answer becomes the result */
     char *result_text;           /**< the pointer as written, for logs */
+    char *head;                  /**< " HTTP/1.1\r\n" + Host, Accept and the configured headers, printed
+                                      once at start-up; the client adds the per-call ones */
+    size_t head_len;
 } mizan_upstream_fn_t;
 
 /** Everything the config declared; hangs off the gateway. */
