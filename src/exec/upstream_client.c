@@ -67,6 +67,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "jsonread.h"
 #include "log.h"
 #include "metrics.h"
 #include "token.h"
@@ -97,6 +98,8 @@ typedef struct conn {
     struct event *wev;      /**< EV_WRITE: connect completion, or a request send() could not finish */
     call_t *call;           /**< the call using it; NULL when idle */
     long long last_ms;      /**< when it last took a request (idle timeout) or received bytes */
+    struct conn *fprev, *fnext; /**< the pool's free list while call == NULL */
+    bool listed;            /**< on the free list */
     char *in;               /**< received bytes not yet consumed by the reader */
     size_t in_len, in_cap;
     mizan_upstream_parse_t parse; /**< the answer being read (its body buffer is reused) */
@@ -106,6 +109,7 @@ typedef struct conn {
 struct pool {
     mizan_upstream_t *up;    /**< the service */
     conn_t *conns;           /**< pool_size slots */
+    conn_t *fhead, *ftail;   /**< slots without a call: open ones first (most recent first), then closed */
     call_t *wait_head;       /**< calls waiting for a connection, oldest first */
     call_t *wait_tail;
     int nwait;               /**< length of the wait queue */
@@ -358,20 +362,51 @@ static void log_call(mizan_log_level_t level, const call_t *c, const char *what,
 
 /* ---- connections ---------------------------------------------------------- */
 
-/* An idle slot: an open connection first (reuse), else a closed one. */
+/* Puts a slot without a call on its pool's free list: an open one first, a closed one last. */
+static void free_add(conn_t *cn)
+{
+    pool_t *p = cn->pool;
+    cn->listed = true;
+    if (cn->fd >= 0) {
+        cn->fprev = NULL;
+        cn->fnext = p->fhead;
+        if (p->fhead != NULL)
+            p->fhead->fprev = cn;
+        else
+            p->ftail = cn;
+        p->fhead = cn;
+    } else {
+        cn->fnext = NULL;
+        cn->fprev = p->ftail;
+        if (p->ftail != NULL)
+            p->ftail->fnext = cn;
+        else
+            p->fhead = cn;
+        p->ftail = cn;
+    }
+}
+
+static void free_del(conn_t *cn)
+{
+    pool_t *p = cn->pool;
+    if (!cn->listed)
+        return;
+    cn->listed = false;
+    if (cn->fprev != NULL)
+        cn->fprev->fnext = cn->fnext;
+    else
+        p->fhead = cn->fnext;
+    if (cn->fnext != NULL)
+        cn->fnext->fprev = cn->fprev;
+    else
+        p->ftail = cn->fprev;
+    cn->fprev = cn->fnext = NULL;
+}
+
+/* An idle slot: an open connection first (reuse), else a closed one; NULL when all are busy. */
 static conn_t *idle_conn(pool_t *p)
 {
-    conn_t *empty = NULL;
-    for (int i = 0; i < p->up->pool_size; i++) {
-        conn_t *cn = &p->conns[i];
-        if (cn->call != NULL)
-            continue;
-        if (cn->fd >= 0)
-            return cn;
-        if (empty == NULL)
-            empty = cn;
-    }
-    return empty;
+    return p->fhead;
 }
 
 /* Closes cn's socket (the slot opens a fresh one next time). */
@@ -379,10 +414,14 @@ static void conn_close(conn_t *cn)
 {
     if (cn->fd < 0)
         return;
+    bool listed = cn->listed;
+    free_del(cn);
     event_del(cn->rev);
     event_del(cn->wev);
     close(cn->fd);
     cn->fd = -1;
+    if (listed)
+        free_add(cn); /* now closed: to the end of the free list */
     cn->connecting = false;
     cn->in_len = 0;
     if (cn->in_cap > IN_FIRST) {
@@ -434,6 +473,7 @@ static void release_conn(call_t *c)
     c->conn = NULL;
     if (cn->fd >= 0)
         event_del(cn->wev);
+    free_add(cn);
     pool_kick(cn->pool, c->ul);
 }
 
@@ -680,6 +720,7 @@ static void dispatch(call_t *c, conn_t *cn)
 {
     c->state = C_ACTIVE;
     c->conn = cn;
+    free_del(cn);
     cn->call = c;
     c->attempts++;
     c->sent = 0;
@@ -810,8 +851,7 @@ static void answer(call_t *c)
 {
     mizan_upstream_t *up = c->pool->up;
     int st = c->status;
-    json_error_t jerr;
-    json_t *doc = c->resp.len > 0 ? json_loadb(c->resp.p, c->resp.len, JSON_DECODE_ANY, &jerr) : NULL;
+    json_t *doc = c->resp.len > 0 ? mizan_json_read(c->resp.p, c->resp.len) : NULL;
     if (st >= 200 && st <= 299) {
         breaker_judge(c, true);
         json_t *whole = c->resp.len == 0 ? json_null() : doc;
@@ -1380,6 +1420,7 @@ int mizan_upstream_loop_new(struct event_base *base, const mizan_upstreams_t *up
         for (int k = 0; k < p->up->pool_size; k++) {
             p->conns[k].pool = p;
             p->conns[k].fd = -1;
+            free_add(&p->conns[k]);
         }
     }
     return 0;

@@ -89,10 +89,12 @@ static mizan_upstream_parse_rc_t done(mizan_upstream_parse_t *p)
     return MIZAN_UPARSE_DONE;
 }
 
+/* RFC 9110 token characters. */
 static bool is_tchar(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+    static const unsigned long long lo = 0x03ff6cfa00000000ULL; /* 0x00..0x3f: ! # $ % & ' * + - . 0-9 */
+    static const unsigned long long hi = 0x57ffffffc7fffffeULL; /* 0x40..0x7f: A-Z ^ _ ` a-z | ~ */
+    return c < 64 ? (lo >> c) & 1 : c < 128 ? (hi >> (c - 64)) & 1 : false;
 }
 
 /* True when the comma-separated list v[0..n) holds token t (case-insensitively). */
@@ -305,11 +307,11 @@ mizan_upstream_parse_rc_t mizan_upstream_parse_feed(mizan_upstream_parse_t *p, c
             size_t n = head_end(p, buf, len);
             if (n == 0) {
                 if (len > p->max_head)
-                    rc = bad(p, "an answer head over 64 KiB");
+                    rc = bad(p, "an answer head over the size limit");
                 goto out;
             }
             if (n > p->max_head) {
-                rc = bad(p, "an answer head over 64 KiB");
+                rc = bad(p, "an answer head over the size limit");
                 goto out;
             }
             rc = read_head(p, buf, n);
@@ -368,8 +370,11 @@ mizan_upstream_parse_rc_t mizan_upstream_parse_feed(mizan_upstream_parse_t *p, c
         case S_TRAILER: {
             const char *nl = memchr(s, '\n', avail);
             if (nl == NULL) {
-                if (p->trailer + avail > p->max_head)
-                    rc = bad(p, "trailers over 64 KiB");
+                /* Counted with its line end, as a whole line is below; a lone
+                 * CR may still be the empty line that ends the trailers. */
+                bool may_end = avail == 0 || (avail == 1 && s[0] == '\r');
+                if (!may_end && p->trailer + avail + 1 > p->max_head)
+                    rc = bad(p, "trailers over the size limit");
                 goto out;
             }
             size_t ll = (size_t)(nl - s);
@@ -380,7 +385,7 @@ mizan_upstream_parse_rc_t mizan_upstream_parse_feed(mizan_upstream_parse_t *p, c
             }
             p->trailer += ll + 1;
             if (p->trailer > p->max_head)
-                rc = bad(p, "trailers over 64 KiB");
+                rc = bad(p, "trailers over the size limit");
             break;
         }
         case S_CLOSE:
