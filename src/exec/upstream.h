@@ -10,14 +10,17 @@
  *                      registry through an internal module named "config",
  *                      and the RFC 6901 JSON Pointers that pick a result.
  *   upstream_client.c  run time: an asynchronous HTTP/1.1 client on every I/O
- *                      loop (libevent's evhttp client), keep-alive connection
- *                      pools, retries, timeouts, the circuit breakers and the
- *                      mapping of upstream answers onto protocol errors.
+ *                      loop (nonblocking sockets on the loop's event base),
+ *                      keep-alive connection pools, retries, timeouts, the
+ *                      circuit breakers and the mapping of upstream answers
+ *                      onto protocol errors.
+ *   upstream_parse.c   the reader of upstream answers (status, headers,
+ *                      Content-Length, chunked and close-delimited bodies).
  *
  * DESIGN (threads): an upstream function never reaches the worker pool. The
  * loop's executor (exec.c) starts the HTTP request on the loop's own event
- * base with mizan_upstream_start(); the answer arrives as an evhttp
- * callback on that same loop, fills the job exactly like a handler would
+ * base with mizan_upstream_start(); the answer arrives as a read event
+ * on that same loop, fills the job exactly like a handler would
  * (result, or code + message + details) and hands it back through the
  * completion callback the executor gave, so no thread ever blocks on the
  * network.
