@@ -504,6 +504,8 @@ static void send_more(call_t *c);
 static void attempt_end(call_t *c, outcome_t o, const char *close_why, bool now)
 {
     c->outcome = o;
+    if (now)
+        evtimer_del(c->timer); /* a settling queued by dispatch() is superseded */
     if (close_why != NULL && c->doubt == NULL) {
         c->doubt = close_why;
         c->violation = false;
@@ -556,6 +558,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         on_idle_event(cn, what);
         return;
     }
+    if (c->outcome != OUT_NONE)
+        return; /* the attempt already ended; its settling is queued */
     long long now = now_ms();
     if (what & EV_TIMEOUT) {
         if (now >= c->deadline) {
@@ -633,6 +637,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->resp.p[c->resp.len] = '\0';
+    if (ps->body_cap > KEEP_MAX)
+        mizan_upstream_parse_deinit(ps); /* one large answer does not pin its buffer */
     c->status = ps->status;
     c->outcome = OUT_RESPONSE;
     settle(c);
@@ -643,7 +649,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     conn_t *cn = arg;
     call_t *c = cn->call;
-    if (c == NULL)
+    if (c == NULL || c->outcome != OUT_NONE)
         return;
     if (what & EV_TIMEOUT) {
         if (now_ms() >= c->deadline)
