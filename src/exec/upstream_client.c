@@ -654,8 +654,10 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         if (now_ms() >= c->deadline)
             timeout_active(c, "no answer before the function's deadline");
-        else /* not established within connect_timeout_ms (or the send stalled): a connection failure */
+        else if (cn->connecting) /* not established within connect_timeout_ms: a connection failure */
             attempt_end(c, OUT_CONNECT, "it could not be established in time", true);
+        else /* the service stopped reading the request */
+            timeout_active(c, "the connection went silent past idle_timeout_ms");
         return;
     }
     if (cn->connecting) {
