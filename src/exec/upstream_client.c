@@ -76,7 +76,7 @@
 /* Bound on an answer's status line and headers (and on chunked trailers). */
 #define HEAD_MAX 65536
 /* Receive buffer of a connection: first size, and what is kept when idle. */
-#define IN_FIRST 16384
+#define IN_FIRST 4096
 /* Request and answer buffers larger than this are not kept on the free list. */
 #define KEEP_MAX 65536
 

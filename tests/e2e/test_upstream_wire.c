@@ -3,8 +3,10 @@
  * of answers as they really arrive: a raw upstream on a thread of the test
  * sends each answer a few bytes at a time (TCP_NODELAY, a pause between
  * pieces), framed by Content-Length, by chunks with extensions and
- * trailers, or by the end of the connection, and with JSON the fast reader
- * leaves to jansson (non-ASCII text, surrogate pairs, big integers).
+ * trailers, or by the end of the connection, with JSON the fast reader
+ * leaves to jansson (non-ASCII text, surrogate pairs, big integers), and a
+ * large answer (a 10 KiB header, a 240 KiB body) that outgrows the
+ * connection's first buffers.
  *
  * Checked against a real gateway: every result, one kept-alive connection
  * for all the keep-alive answers, a new one after an answer that ended its
@@ -54,9 +56,10 @@ static void dribble(int fd, const char *p, size_t n, size_t step)
 }
 
 /* The answer to one request for path (new string); *close_after: end the connection after it. */
-static char *answer_for(const char *path, bool *close_after)
+static char *answer_for(const char *path, bool *close_after, size_t *step)
 {
     *close_after = false;
+    *step = 3;
     char *out = NULL;
     int n = -1;
     if (strcmp(path, "/cl") == 0) {
@@ -74,6 +77,28 @@ static char *answer_for(const char *path, bool *close_after)
         const char *body = "{\"name\":\"Zo\xc3\xab \\u00e9t\\u00e9 \\ud83d\\ude00\",\"big\":12345678901234567890e-1,"
                            "\"id\":1234567890123456789}";
         n = asprintf(&out, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+    } else if (strcmp(path, "/big") == 0) {
+        /* A 10 KiB header and a 240 KiB body: buffers grow past their first size, then shrink back. */
+        size_t nitems = 20000;
+        char *body = malloc(nitems * 12 + 8), *pad = malloc(10241);
+        if (body == NULL || pad == NULL) {
+            free(body);
+            free(pad);
+            return NULL;
+        }
+        size_t k = 0;
+        body[k++] = '[';
+        for (size_t i = 0; i < nitems; i++) {
+            memcpy(body + k, "\"abcdefghi\",", 12);
+            k += 12;
+        }
+        memcpy(body + k, "0]", 3);
+        memset(pad, 'p', 10240);
+        pad[10240] = '\0';
+        n = asprintf(&out, "HTTP/1.1 200 OK\r\nX-Pad: %s\r\nContent-Length: %zu\r\n\r\n%s", pad, strlen(body), body);
+        free(body);
+        free(pad);
+        *step = 4000;
     } else if (strcmp(path, "/close") == 0) {
         n = asprintf(&out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"framing\":\"close\"}");
         *close_after = true;
@@ -113,9 +138,10 @@ static void *wire_main(void *arg)
                 char path[256] = "";
                 sscanf(buf, "%*s %255s", path);
                 bool close_after;
-                char *out = answer_for(path, &close_after);
+                size_t step;
+                char *out = answer_for(path, &close_after, &step);
                 if (out != NULL)
-                    dribble(fd, out, strlen(out), 3);
+                    dribble(fd, out, strlen(out), step);
                 free(out);
                 memmove(buf, buf + used, len - used);
                 len -= used;
@@ -167,6 +193,7 @@ Test(upstream_wire, answers_read_in_pieces_whatever_their_framing)
         "  {\"name\": \"w_cl\", \"upstream\": {\"service\": \"w\", \"path\": \"/cl\"}},"
         "  {\"name\": \"w_chunked\", \"upstream\": {\"service\": \"w\", \"path\": \"/chunked\"}},"
         "  {\"name\": \"w_text\", \"upstream\": {\"service\": \"w\", \"path\": \"/text\"}},"
+        "  {\"name\": \"w_big\", \"upstream\": {\"service\": \"w\", \"path\": \"/big\"}},"
         "  {\"name\": \"w_close\", \"upstream\": {\"service\": \"w\", \"path\": \"/close\"}}]}",
         u->url);
     mz_gw_t *gw = mz_gw_start(cfg);
@@ -182,6 +209,9 @@ Test(upstream_wire, answers_read_in_pieces_whatever_their_framing)
                       json_integer_value(json_object_get(text, "id")) == 1234567890123456789LL,
                   "%s", mz_dump(text));
         cr_assert(json_is_real(json_object_get(text, "big")), "%s", mz_dump(text));
+        json_t *big = mz_expect_result(mz_call(gw, "w_big", NULL, NULL));
+        cr_assert(json_is_array(big) && json_array_size(big) == 20001, "a big answer read whole");
+        cr_assert_str_eq(json_string_value(json_array_get(big, 19999)), "abcdefghi");
     }
     cr_assert_eq(atomic_load(&u->accepted), 1, "keep-alive answers read in pieces used %d connections",
                  atomic_load(&u->accepted));
@@ -194,6 +224,6 @@ Test(upstream_wire, answers_read_in_pieces_whatever_their_framing)
 
     cr_assert_eq(mz_metric(gw, "mizan_upstream_connections_dropped_total{upstream=\"w\"}"), 0.0,
                  "no answer here breaks its framing");
-    cr_assert_eq(mz_metric(gw, "mizan_upstream_calls_total{upstream=\"w\",outcome=\"ok\"}"), 8.0);
+    cr_assert_eq(mz_metric(gw, "mizan_upstream_calls_total{upstream=\"w\",outcome=\"ok\"}"), 10.0);
     mz_gw_stop_ok(gw);
 }
