@@ -169,7 +169,9 @@ int mizan_exec_submit(mizan_exec_t *x, mizan_job_t **jobs, size_t njobs, size_t 
             continue;
         }
         job->exec = x;
-        if (!job->fn->nonblocking || job->fn->upstream != NULL) {
+        /* Upstream functions keep their own deadline (upstream_client.c
+         * hands every job back by then): no timer of ours for them. */
+        if (!job->fn->nonblocking && job->fn->upstream == NULL) {
             job->timer = evtimer_new(x->base, on_deadline, job);
             if (job->timer == NULL) {
                 mizan_function_release(job->fn);
@@ -205,7 +207,7 @@ int mizan_exec_submit(mizan_exec_t *x, mizan_job_t **jobs, size_t njobs, size_t 
         list[i]->ran = true;
         mizan_exec_complete(list[i]);
     }
-    for (size_t i = 0; i < npool + nup; i++) {
+    for (size_t i = 0; i < npool; i++) {
         struct timeval tv = {list[i]->fn->timeout_ms / 1000, (list[i]->fn->timeout_ms % 1000) * 1000};
         evtimer_add(list[i]->timer, &tv);
     }
@@ -233,7 +235,7 @@ void mizan_exec_drop(mizan_job_t *job)
 {
     if (job == NULL)
         return;
-    if (!job->back && job->timer != NULL) {
+    if (!job->back && (job->timer != NULL || (job->exec != NULL && job->fn->upstream != NULL))) {
         /* Still out (deadline passed, or a shutdown abort): let it come back on its own. */
         job->owner = NULL;
         atomic_store(&job->cancelled, true);

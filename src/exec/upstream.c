@@ -571,7 +571,59 @@ static void upstream_fn_free(mizan_upstream_fn_t *s)
     free_headers(s->headers, s->nheaders);
     mizan_json_pointer_deinit(&s->result);
     free(s->result_text);
+    free(s->head);
     free(s);
+}
+
+/* True when hs[0..i) holds no header named name (case-insensitively). */
+static bool first_named(const mizan_upstream_header_t *hs, size_t i, const char *name)
+{
+    for (size_t k = 0; k < i; k++)
+        if (strcasecmp(hs[k].name, name) == 0)
+            return false;
+    return true;
+}
+
+/*
+ * Prints the fixed part of s's request head once: " HTTP/1.1", Host,
+ * Accept, then the upstream's headers and the function's own, a later
+ * header replacing an earlier one of the same name (so a function's header
+ * overrides its upstream's, and either may override Accept). The client
+ * sends "METHOD target" + this + the per-call headers.
+ */
+static int build_head(mizan_upstream_fn_t *s, mizan_err_t *err)
+{
+    const mizan_upstream_t *up = s->up;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL)
+        return mizan_err_set(err, "out of memory");
+    fprintf(f, " HTTP/1.1\r\nHost: %s\r\n", up->host_header);
+    bool accept_set = false;
+    for (size_t i = 0; i < up->nheaders; i++)
+        accept_set = accept_set || strcasecmp(up->headers[i].name, "Accept") == 0;
+    for (size_t i = 0; i < s->nheaders; i++)
+        accept_set = accept_set || strcasecmp(s->headers[i].name, "Accept") == 0;
+    if (!accept_set)
+        fputs("Accept: application/json\r\n", f);
+    for (size_t i = 0; i < up->nheaders; i++) {
+        const char *name = up->headers[i].name;
+        bool later = !first_named(up->headers + i + 1, up->nheaders - i - 1, name) ||
+                     !first_named(s->headers, s->nheaders, name);
+        if (!later)
+            fprintf(f, "%s: %s\r\n", name, up->headers[i].value);
+    }
+    for (size_t i = 0; i < s->nheaders; i++)
+        if (first_named(s->headers + i + 1, s->nheaders - i - 1, s->headers[i].name))
+            fprintf(f, "%s: %s\r\n", s->headers[i].name, s->headers[i].value);
+    if (fclose(f) != 0) {
+        free(text);
+        return mizan_err_set(err, "out of memory");
+    }
+    s->head = text;
+    s->head_len = len;
+    return 0;
 }
 
 /* The declared properties of an input schema (borrowed; returns a borrowed object or NULL). */
@@ -868,7 +920,8 @@ static int read_function(const mizan_config_t *cfg, mizan_upstreams_t *ups, miza
     ups->fns[ups->nfns++] = s;
     char uw[96];
     snprintf(uw, sizeof(uw), "%supstream", where);
-    if (read_fn_upstream(cfg, ups, uw, json_object_get(obj, "upstream"), schema, s, err) < 0)
+    if (read_fn_upstream(cfg, ups, uw, json_object_get(obj, "upstream"), schema, s, err) < 0 ||
+        build_head(s, err) < 0)
         return -1;
     long long timeout = 0;
     if (read_int(file, where, obj, "timeout_ms", 1, 3600000, s->up->timeout_ms, &timeout, err) < 0)

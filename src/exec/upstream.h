@@ -10,14 +10,17 @@
  *                      registry through an internal module named "config",
  *                      and the RFC 6901 JSON Pointers that pick a result.
  *   upstream_client.c  run time: an asynchronous HTTP/1.1 client on every I/O
- *                      loop (libevent's evhttp client), keep-alive connection
- *                      pools, retries, timeouts, the circuit breakers and the
- *                      mapping of upstream answers onto protocol errors.
+ *                      loop (nonblocking sockets on the loop's event base),
+ *                      keep-alive connection pools, retries, timeouts, the
+ *                      circuit breakers and the mapping of upstream answers
+ *                      onto protocol errors.
+ *   upstream_parse.c   the reader of upstream answers (status, headers,
+ *                      Content-Length, chunked and close-delimited bodies).
  *
  * DESIGN (threads): an upstream function never reaches the worker pool. The
  * loop's executor (exec.c) starts the HTTP request on the loop's own event
- * base with mizan_upstream_start(); the answer arrives as an evhttp
- * callback on that same loop, fills the job exactly like a handler would
+ * base with mizan_upstream_start(); the answer arrives as a read event
+ * on that same loop, fills the job exactly like a handler would
  * (result, or code + message + details) and hands it back through the
  * completion callback the executor gave, so no thread ever blocks on the
  * network.
@@ -143,6 +146,9 @@ typedef struct mizan_upstream_fn {
     bool no_identity;            /**< "identity": false: this function sends no identity headers nor token */
     mizan_json_pointer_t result; /**< what part of the answer becomes the result */
     char *result_text;           /**< the pointer as written, for logs */
+    char *head;                  /**< " HTTP/1.1\r\n" + Host, Accept and the configured headers, printed
+                                      once at start-up; the client adds the per-call ones */
+    size_t head_len;
 } mizan_upstream_fn_t;
 
 /** Everything the config declared; hangs off the gateway. */

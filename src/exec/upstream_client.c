@@ -1,28 +1,47 @@
 /*
  * upstream_client.c - the run-time half of upstream functions (see
- * upstream.h): an asynchronous HTTP/1.1 client on every I/O loop, built on
- * libevent's evhttp client because the loops already run libevent (no
- * second event library, no extra thread, and the evhttp client speaks
- * keep-alive HTTP/1.1 with chunked answers out of the box).
+ * upstream.h): an asynchronous HTTP/1.1 keep-alive client on every I/O
+ * loop, written directly on the loop's event_base (nonblocking sockets, two
+ * events per pooled connection created once) so that a call costs one
+ * send(), one recv() and no allocation on the common path.
  *
- * DESIGN (one call): mizan_upstream_start() turns a job into a call: it
- * builds the URI, body and headers once, asks the upstream's circuit
- * breaker, then takes an idle connection of the loop's pool for that
- * upstream (opening one while fewer than pool_size exist) or waits in a
- * bounded queue; a full queue is UNAVAILABLE at once. Each connection
- * carries one request at a time and stays open between requests
- * (keep-alive), so sequential calls reuse it. evhttp's own retries are off;
- * a query is retried here, after a short backoff, when the connection
- * failed (refused, reset, closed before an answer, or not established within
- * connect_timeout_ms), never after an answer or a timeout, and a mutation is
- * never retried. The call's deadline is the function's timeout_ms, measured
- * from the start: when it passes, the request is cancelled (its connection
- * closed) and the job comes back TIMEOUT, so a late answer is never read.
+ * DESIGN (one call): mizan_upstream_start() turns a job into a call (call
+ * objects, their timer and their buffers are kept on a per-loop free list):
+ * it prints the whole request once, "METHOD target" + the function's head
+ * printed at start-up (Host, Accept, configured headers) + the per-call
+ * headers (X-Request-Id, identity, token, Content-Type/Length) + the JSON
+ * body, asks the upstream's circuit breaker, then takes an idle connection
+ * of the loop's pool for that upstream (opening one while fewer than
+ * pool_size exist) or waits in a bounded queue; a full queue is UNAVAILABLE
+ * at once. Each connection carries one request at a time (no pipelining)
+ * and stays open between requests (keep-alive), so sequential calls reuse
+ * it. A query is retried here, after a short backoff, when the connection
+ * failed (refused, reset, closed before an answer, or not established
+ * within connect_timeout_ms), never after an answer or a timeout, and a
+ * mutation is never retried. The call's deadline is the function's
+ * timeout_ms, measured from the start: when it passes, the request is
+ * cancelled (its connection closed) and the job comes back TIMEOUT, so a
+ * late answer is never read.
  *
- * Every evhttp callback only records what happened and activates the call's
- * timer event; the timer callback does the rest on the next turn of the
- * loop. So nothing re-enters evhttp from inside its own callbacks, and the
- * job is never handed back from within mizan_upstream_start().
+ * Timers: while a call waits for a connection or backs off, its own timer
+ * event (kept with the call object) holds the deadline. While it is on a
+ * connection, the connection's read event carries the timeout, re-armed
+ * once per request to the nearer of the deadline and idle_timeout_ms (a
+ * connection silent that long fails the call with TIMEOUT); a connecting
+ * socket's write event carries the connect bound. An idle pooled connection
+ * is closed once idle_timeout_ms passed since its last request.
+ *
+ * Answers are read by upstream_parse.c into the connection's buffers. A
+ * connection is closed for good, never reused, when its framing is in doubt
+ * (bytes past the answer's end, after a chunked body's end, a body on a
+ * 1xx/204/304, duplicate or conflicting Content-Length/Transfer-Encoding,
+ * bytes arriving while it is idle: logged and counted in
+ * mizan_upstream_connections_dropped_total) or when the answer ends it
+ * (Connection: close, not HTTP/1.1, a body ending with the connection).
+ * Failures found while sending from within mizan_upstream_start() are
+ * settled on the next turn of the loop (the call's timer is activated), so
+ * the job is never handed back from within mizan_upstream_start(); an
+ * answer is settled directly in the connection's read callback.
  *
  * Circuit breaker (one per upstream per instance, atomics shared by the
  * loops): closed until breaker_failures consecutive calls fail (connection
@@ -33,41 +52,69 @@
  */
 #include "upstream.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/http_struct.h>
-#include <event2/keyvalq_struct.h>
 
+#include "jsonread.h"
 #include "log.h"
 #include "metrics.h"
 #include "token.h"
+#include "upstream_parse.h"
+
+/* Bound on an answer's status line and headers (and on chunked trailers). */
+#define HEAD_MAX 65536
+/* Receive buffer of a connection: first size, and what is kept when idle. */
+#define IN_FIRST 4096
+/* Request and answer buffers larger than this are not kept on the free list. */
+#define KEEP_MAX 65536
 
 typedef struct call call_t;
 typedef struct pool pool_t;
 
-/** One pooled connection. */
+/** A growable byte buffer, reused. */
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+/** One pooled connection slot. */
 typedef struct conn {
-    pool_t *pool;                    /**< owner */
-    struct evhttp_connection *evcon; /**< NULL until first used; reconnects by itself after a close */
-    call_t *call;                    /**< the call using it; NULL when idle */
+    pool_t *pool;           /**< owner */
+    int fd;                 /**< -1 while closed */
+    bool connecting;        /**< connect() in progress */
+    struct event *rev;      /**< EV_READ|EV_PERSIST with the call's timeout; created on first open */
+    struct event *wev;      /**< EV_WRITE: connect completion, or a request send() could not finish */
+    call_t *call;           /**< the call using it; NULL when idle */
+    long long last_ms;      /**< when it last took a request (idle timeout) or received bytes */
+    struct conn *fprev, *fnext; /**< the pool's free list while call == NULL */
+    bool listed;            /**< on the free list */
+    char *in;               /**< received bytes not yet consumed by the reader */
+    size_t in_len, in_cap;
+    mizan_upstream_parse_t parse; /**< the answer being read (its body buffer is reused) */
 } conn_t;
 
 /** A loop's connections to one upstream. */
 struct pool {
     mizan_upstream_t *up;    /**< the service */
     conn_t *conns;           /**< pool_size slots */
+    conn_t *fhead, *ftail;   /**< slots without a call: open ones first (most recent first), then closed */
     call_t *wait_head;       /**< calls waiting for a connection, oldest first */
     call_t *wait_tail;
     int nwait;               /**< length of the wait queue */
+    struct sockaddr_storage sa; /**< the service's address */
+    socklen_t salen;
 };
 
 /** A loop's client state. Loop thread only. */
@@ -77,6 +124,7 @@ struct mizan_upstream_loop {
     pool_t *pools;   /**< one per upstream, by mizan_upstream_t.index */
     size_t npools;
     call_t *calls;   /**< every unfinished call (for shutdown) */
+    call_t *spare;   /**< finished call objects, for reuse */
     bool closing;    /**< tearing down: do not hand connections to waiters */
 };
 typedef struct mizan_upstream_loop upstream_loop_t;
@@ -88,46 +136,39 @@ typedef enum {
     C_BACKOFF, /**< waiting before a retry */
 } call_state_t;
 
-/** What an attempt ended with (recorded by the evhttp callbacks). */
+/** What an attempt ended with. */
 typedef enum {
     OUT_NONE = 0, /**< nothing yet */
     OUT_RESPONSE, /**< an HTTP answer: status, body */
     OUT_CONNECT,  /**< the connection failed before an answer */
-    OUT_TIMEOUT,  /**< evhttp's own inactivity timeout */
+    OUT_TIMEOUT,  /**< the connection went silent past idle_timeout_ms */
     OUT_INVALID,  /**< the answer could not be read (malformed, too large) */
 } outcome_t;
 
 /** One job's exchange with its upstream; loop thread only. */
 struct call {
+    /* Reset for every call (everything up to timer). */
     mizan_job_t *job;                /**< handed back exactly once, by finish() */
     const mizan_upstream_fn_t *spec; /**< what to send */
     upstream_loop_t *ul;
     pool_t *pool;
     conn_t *conn;                    /**< while C_ACTIVE */
-    struct evhttp_request *req;      /**< the attempt in flight (owned by evhttp); NULL otherwise */
-    struct event *timer;             /**< deadline, connect check, backoff, and deferred settling */
     call_state_t state;
-    outcome_t outcome;               /**< set by callbacks, consumed by settle() */
+    outcome_t outcome;               /**< set when an attempt ends, consumed by settle() */
     int status;                      /**< HTTP status of OUT_RESPONSE */
-    char *resp;                      /**< answer body (NUL-terminated copy) */
-    size_t resp_len;
     int attempts;                    /**< requests sent so far */
-    bool cancelling;                 /**< inside evhttp_cancel_request(): ignore its callback */
-    bool connect_check;              /**< the timer also checks that the connection got established */
+    size_t sent;                     /**< bytes of req written in this attempt */
     bool probe;                      /**< the breaker's half-open probe */
     bool judged;                     /**< the breaker has been told how this call went */
-    const char *doubt;               /**< why the answer's connection must not be reused (static), or NULL */
+    const char *doubt;               /**< why the attempt's connection must not be reused (static), or NULL */
     bool violation;                  /**< doubt is a framing violation (logged, counted), not a plain close */
     long long t0, deadline;          /**< CLOCK_MONOTONIC ms */
-    char *uri;                       /**< request target */
-    char *payload;                   /**< JSON body or NULL */
-    size_t payload_len;
-    char *id_sub, *id_perms;         /**< identity header values (anonymous: NULL) */
-    bool id_staff, id_superuser;
-    char *bearer;                    /**< "Bearer <token>" when forwarded */
-    char rid[132];                   /**< the gateway request id, for logs and X-Request-Id */
     call_t *prev, *next;             /**< ul->calls */
-    call_t *wnext;                   /**< pool wait queue */
+    call_t *wnext;                   /**< pool wait queue, or ul->spare */
+    /* Kept across calls on the free list. */
+    struct event *timer;             /**< deadline while waiting or backing off; deferred settling */
+    buf_t req;                       /**< the whole request: head and body */
+    buf_t resp;                      /**< the answer's body (NUL-terminated) */
 };
 
 static long long now_ms(void)
@@ -137,20 +178,67 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static struct timeval ms_tv(long long ms)
+{
+    if (ms < 0)
+        ms = 0;
+    return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+}
+
 static void arm(call_t *c, long long at)
 {
-    long long delta = at - now_ms();
-    if (delta < 0)
-        delta = 0;
-    struct timeval tv = {(time_t)(delta / 1000), (suseconds_t)((delta % 1000) * 1000)};
-    evtimer_del(c->timer);
+    struct timeval tv = ms_tv(at - now_ms());
     evtimer_add(c->timer, &tv);
 }
 
 /* Runs the call's timer callback on the next turn of the loop. */
 static void kick(call_t *c)
 {
+    evtimer_del(c->timer);
     event_active(c->timer, EV_TIMEOUT, 0);
+}
+
+/* ---- buffers ------------------------------------------------------------ */
+
+/* Room for n more bytes (and a NUL); -1 when out of memory. */
+static int buf_reserve(buf_t *b, size_t n)
+{
+    if (b->len + n + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap < 512 ? 512 : b->cap;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL)
+        return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_add(buf_t *b, const void *s, size_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_str(buf_t *b, const char *s)
+{
+    return buf_add(b, s, strlen(s));
+}
+
+/* Frees a buffer grown past KEEP_MAX, so one large call does not pin memory. */
+static void buf_trim(buf_t *b)
+{
+    b->len = 0;
+    if (b->cap > KEEP_MAX) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
 }
 
 /* ---- circuit breaker ---------------------------------------------------- */
@@ -209,20 +297,26 @@ static void breaker_judge(call_t *c, bool ok)
 
 /* ---- finishing ---------------------------------------------------------- */
 
-static void call_free(call_t *c)
+/* Puts a finished call object on the free list (or frees it while closing). */
+static void call_release(upstream_loop_t *ul, call_t *c)
+{
+    evtimer_del(c->timer);
+    buf_trim(&c->req);
+    buf_trim(&c->resp);
+    c->wnext = ul->spare;
+    ul->spare = c;
+}
+
+static void call_destroy(call_t *c)
 {
     if (c->timer != NULL)
         event_free(c->timer);
-    free(c->resp);
-    free(c->uri);
-    free(c->payload);
-    free(c->id_sub);
-    free(c->id_perms);
-    free(c->bearer);
+    free(c->req.p);
+    free(c->resp.p);
     free(c);
 }
 
-/* Hands the job back (its result or error already set) and frees the call. */
+/* Hands the job back (its result or error already set) and recycles the call. */
 static void finish(call_t *c)
 {
     mizan_job_t *job = c->job;
@@ -239,13 +333,12 @@ static void finish(call_t *c)
     upstream_loop_t *ul = c->ul;
     if (c->prev != NULL)
         c->prev->next = c->next;
-    else if (ul != NULL && ul->calls == c)
+    else if (ul->calls == c)
         ul->calls = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    void (*complete)(mizan_job_t *) = ul->complete;
-    call_free(c);
-    complete(job);
+    call_release(ul, c);
+    ul->complete(job);
 }
 
 /* Sets the job's error (details stolen) and finishes. */
@@ -262,81 +355,99 @@ static void log_call(mizan_log_level_t level, const call_t *c, const char *what,
         return;
     json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "upstream", c->pool != NULL ? c->pool->up->name : "?",
                           "function", c->job->fn->name, "reason", what, "status", status, "attempts", c->attempts,
-                          "request_id", c->rid);
+                          "request_id", c->job->rid);
     mizan_log_fields(level, "upstream call failed", f);
     json_decref(f);
 }
 
 /* ---- connections ---------------------------------------------------------- */
 
-static bool connected(const conn_t *cn)
+/* Puts a slot without a call on its pool's free list: an open one first, a closed one last. */
+static void free_add(conn_t *cn)
 {
-    if (cn == NULL || cn->evcon == NULL)
-        return false;
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(cn->evcon);
-    evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
-    if (fd < 0)
-        return false;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    return getpeername(fd, (struct sockaddr *)&ss, &len) == 0;
+    pool_t *p = cn->pool;
+    cn->listed = true;
+    if (cn->fd >= 0) {
+        cn->fprev = NULL;
+        cn->fnext = p->fhead;
+        if (p->fhead != NULL)
+            p->fhead->fprev = cn;
+        else
+            p->ftail = cn;
+        p->fhead = cn;
+    } else {
+        cn->fnext = NULL;
+        cn->fprev = p->ftail;
+        if (p->ftail != NULL)
+            p->ftail->fnext = cn;
+        else
+            p->fhead = cn;
+        p->ftail = cn;
+    }
 }
 
-/* An idle slot: one with a connection object first (reuse), else an empty one. */
+static void free_del(conn_t *cn)
+{
+    pool_t *p = cn->pool;
+    if (!cn->listed)
+        return;
+    cn->listed = false;
+    if (cn->fprev != NULL)
+        cn->fprev->fnext = cn->fnext;
+    else
+        p->fhead = cn->fnext;
+    if (cn->fnext != NULL)
+        cn->fnext->fprev = cn->fprev;
+    else
+        p->ftail = cn->fprev;
+    cn->fprev = cn->fnext = NULL;
+}
+
+/* An idle slot: an open connection first (reuse), else a closed one; NULL when all are busy. */
 static conn_t *idle_conn(pool_t *p)
 {
-    conn_t *empty = NULL;
-    for (int i = 0; i < p->up->pool_size; i++) {
-        conn_t *cn = &p->conns[i];
-        if (cn->call != NULL)
-            continue;
-        if (cn->evcon != NULL)
-            return cn;
-        if (empty == NULL)
-            empty = cn;
-    }
-    return empty;
+    return p->fhead;
 }
 
-/* Cancels the attempt in flight, if any (closes its connection). */
-static void abort_attempt(call_t *c)
+/* Closes cn's socket (the slot opens a fresh one next time). */
+static void conn_close(conn_t *cn)
 {
-    if (c->req == NULL)
+    if (cn->fd < 0)
         return;
-    struct evhttp_request *req = c->req;
-    c->req = NULL;
-    c->cancelling = true;
-    evhttp_cancel_request(req);
-    c->cancelling = false;
-}
-
-static void dispatch(call_t *c, conn_t *cn);
-
-/* Bytes waiting on a pooled connection that no request asked for. */
-static bool stray_bytes(const conn_t *cn)
-{
-    struct bufferevent *bev = cn->evcon != NULL ? evhttp_connection_get_bufferevent(cn->evcon) : NULL;
-    return bev != NULL && evbuffer_get_length(bufferevent_get_input(bev)) > 0;
+    bool listed = cn->listed;
+    free_del(cn);
+    event_del(cn->rev);
+    event_del(cn->wev);
+    close(cn->fd);
+    cn->fd = -1;
+    if (listed)
+        free_add(cn); /* now closed: to the end of the free list */
+    cn->connecting = false;
+    cn->in_len = 0;
+    if (cn->in_cap > IN_FIRST) {
+        free(cn->in);
+        cn->in = NULL;
+        cn->in_cap = 0;
+    }
 }
 
 /*
- * Closes a connection for good (its evcon is freed, the slot opens a fresh
- * one next time). A violation of the framing is logged and counted; a
- * plain close the service asked for is not. Never called from inside an
- * evhttp callback: evhttp may still use the connection there.
+ * Closes a connection for good. A violation of the framing is logged and
+ * counted; a plain close the service asked for (or a failure) is not.
  */
 static void drop_conn(conn_t *cn, const char *why, bool violation)
 {
-    if (cn == NULL || cn->evcon == NULL)
+    if (cn == NULL || cn->fd < 0)
         return;
-    mizan_upstream_t *up = cn->pool->up;
-    evhttp_connection_free(cn->evcon);
-    cn->evcon = NULL;
+    conn_close(cn);
     if (!violation)
         return;
+    mizan_upstream_t *up = cn->pool->up;
     atomic_fetch_add_explicit(&up->n_dropped, 1, memory_order_relaxed);
     mizan_log(MIZAN_LOG_WARN, "upstream %s: connection closed, not reused: %s", up->name, why);
 }
+
+static void dispatch(call_t *c, conn_t *cn);
 
 /* Gives freed connections to waiting calls. */
 static void pool_kick(pool_t *p, upstream_loop_t *ul)
@@ -360,6 +471,9 @@ static void release_conn(call_t *c)
         return;
     cn->call = NULL;
     c->conn = NULL;
+    if (cn->fd >= 0)
+        event_del(cn->wev);
+    free_add(cn);
     pool_kick(cn->pool, c->ul);
 }
 
@@ -380,202 +494,282 @@ static void unwait(call_t *c)
     p->nwait--;
 }
 
-/* ---- evhttp callbacks: record, then settle on the next turn ------------- */
+static void settle(call_t *c);
+static void timeout_active(call_t *c, const char *what);
+static void send_more(call_t *c);
 
-static void on_error(enum evhttp_request_error e, void *arg)
+/* Ends the attempt in flight with outcome o; the connection is closed unless
+ * it completed an answer. now: settle at once (from an event callback), else
+ * on the next turn of the loop. */
+static void attempt_end(call_t *c, outcome_t o, const char *close_why, bool now)
 {
-    call_t *c = arg;
-    if (c->cancelling || e == EVREQ_HTTP_REQUEST_CANCEL)
-        return;
-    c->req = NULL; /* evhttp frees it */
-    if (c->outcome == OUT_NONE)
-        c->outcome = e == EVREQ_HTTP_EOF       ? OUT_CONNECT
-                     : e == EVREQ_HTTP_TIMEOUT ? OUT_TIMEOUT
-                                               : OUT_INVALID;
-    kick(c);
-}
-
-/* How many times the header list holds name (case-insensitively). */
-static int header_count(const struct evkeyvalq *h, const char *name)
-{
-    int n = 0;
-    for (const struct evkeyval *kv = h != NULL ? h->tqh_first : NULL; kv != NULL; kv = kv->next.tqe_next)
-        if (strcasecmp(kv->key, name) == 0)
-            n++;
-    return n;
-}
-
-/* True when the comma-separated header value v lists token t (case-insensitively). */
-static bool lists_token(const char *v, const char *t)
-{
-    size_t n = strlen(t);
-    while (v != NULL && *v != '\0') {
-        while (*v == ' ' || *v == '\t' || *v == ',')
-            v++;
-        size_t k = strcspn(v, ",");
-        size_t e = k;
-        while (e > 0 && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-            e--;
-        if (e == n && strncasecmp(v, t, n) == 0)
-            return true;
-        v += k;
+    c->outcome = o;
+    if (now)
+        evtimer_del(c->timer); /* a settling queued by dispatch() is superseded */
+    if (close_why != NULL && c->doubt == NULL) {
+        c->doubt = close_why;
+        c->violation = false;
     }
-    return false;
-}
-
-/*
- * Why the connection of the answer just read (req, status code) must not be
- * reused, or NULL when it may be. A violation (*violation set) leaves the
- * framing in doubt, so that whatever comes next on the connection could be
- * taken for the next caller's answer: bytes already received past the
- * answer's end (past Content-Length, after a chunked body's last chunk, a
- * body on a 1xx/204/304), a body announced where none may be, duplicate or
- * conflicting framing headers. Connection: close and answers other than
- * HTTP/1.1 just end the connection. Called inside evhttp's completion
- * callback, where the connection (evcon: evhttp has already detached it
- * from req) is idle and its input buffer holds exactly the unread bytes.
- */
-static const char *reuse_refused(struct evhttp_connection *evcon, struct evhttp_request *req, int code,
-                                 bool *violation)
-{
-    *violation = true;
-    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
-    if (bev == NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0)
-        return "bytes arrived past the end of an answer";
-    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    int ncl = header_count(h, "Content-Length"), nte = header_count(h, "Transfer-Encoding");
-    if (ncl > 1 || nte > 1 || (ncl > 0 && nte > 0))
-        return "an answer with duplicate or conflicting Content-Length/Transfer-Encoding";
-    bool no_body = (code >= 100 && code < 200) || code == 204 || code == 304;
-    const char *cl = evhttp_find_header(h, "Content-Length");
-    if (no_body && (nte > 0 || (cl != NULL && strcmp(cl, "0") != 0)))
-        return "a body announced on a 1xx, 204 or 304 answer";
-    *violation = false;
-    if (lists_token(evhttp_find_header(h, "Connection"), "close"))
-        return "the service asked to close it";
-    if (req->major != 1 || req->minor != 1)
-        return "an answer other than HTTP/1.1";
-    return NULL;
-}
-
-static void on_done(struct evhttp_request *req, void *arg)
-{
-    call_t *c = arg;
-    if (c->cancelling)
-        return;
-    c->req = NULL; /* evhttp frees it after this callback */
-    if (c->outcome != OUT_NONE) {
+    if (now)
+        settle(c);
+    else
         kick(c);
+}
+
+/* The timeout for the read event of a connection carrying c. */
+static struct timeval busy_tv(const call_t *c, long long now)
+{
+    long long idle = c->pool->up->idle_timeout_ms;
+    long long left = c->deadline - now;
+    return ms_tv(left < idle ? left : idle);
+}
+
+/* Bytes on an idle connection, or its end, or its idle timeout. */
+static void on_idle_event(conn_t *cn, short what)
+{
+    if (what & EV_TIMEOUT) {
+        long long idle = cn->pool->up->idle_timeout_ms;
+        long long quiet = now_ms() - cn->last_ms;
+        if (quiet + 1 >= idle) {
+            conn_close(cn);
+        } else {
+            struct timeval tv = ms_tv(idle - quiet);
+            event_add(cn->rev, &tv);
+        }
         return;
     }
-    int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
-    if (code == 0) {
-        /* No answer: the connection could not be made (or was lost). */
-        c->outcome = OUT_CONNECT;
-        kick(c);
+    char tmp[512];
+    ssize_t r = recv(cn->fd, tmp, sizeof(tmp), 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (r > 0)
+        drop_conn(cn, "bytes arrived on it while it was idle", true);
+    else
+        conn_close(cn); /* the service closed it (or it failed): quietly open a fresh one next time */
+}
+
+/* The connection's read event: the answer of its call, a timeout, or idle traffic. */
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    conn_t *cn = arg;
+    call_t *c = cn->call;
+    if (c == NULL) {
+        on_idle_event(cn, what);
         return;
     }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = in != NULL ? evbuffer_get_length(in) : 0;
-    free(c->resp);
-    c->resp = malloc(len + 1);
-    if (c->resp == NULL || (len > 0 && evbuffer_copyout(in, c->resp, len) != (ev_ssize_t)len)) {
-        c->outcome = OUT_INVALID;
-        kick(c);
+    if (c->outcome != OUT_NONE)
+        return; /* the attempt already ended; its settling is queued */
+    long long now = now_ms();
+    if (what & EV_TIMEOUT) {
+        if (now >= c->deadline) {
+            timeout_active(c, "no answer before the function's deadline");
+        } else if (now - cn->last_ms + 1 >= c->pool->up->idle_timeout_ms) {
+            timeout_active(c, "the connection went silent past idle_timeout_ms");
+        } else {
+            struct timeval tv = busy_tv(c, now);
+            event_add(cn->rev, &tv);
+        }
         return;
     }
-    c->resp[len] = '\0';
-    c->resp_len = len;
-    c->status = code;
-    c->doubt = reuse_refused(c->conn != NULL ? c->conn->evcon : NULL, req, code, &c->violation);
+    if (cn->in_cap - cn->in_len < 1024) {
+        size_t cap = cn->in_cap < IN_FIRST ? IN_FIRST : cn->in_cap * 2;
+        char *p = realloc(cn->in, cap);
+        if (p == NULL) {
+            attempt_end(c, OUT_INVALID, "out of memory", true);
+            return;
+        }
+        cn->in = p;
+        cn->in_cap = cap;
+    }
+    ssize_t r = recv(cn->fd, cn->in + cn->in_len, cn->in_cap - cn->in_len, 0);
+    mizan_upstream_parse_rc_t rc;
+    size_t used = 0;
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        attempt_end(c, OUT_CONNECT, "the connection failed", true);
+        return;
+    }
+    if (r == 0) {
+        rc = mizan_upstream_parse_eof(&cn->parse);
+        if (rc != MIZAN_UPARSE_DONE) {
+            /* Closed before a whole answer: a connection failure (a query may retry). */
+            attempt_end(c, OUT_CONNECT, "the service closed it", true);
+            return;
+        }
+        used = cn->in_len;
+    } else {
+        cn->in_len += (size_t)r;
+        cn->last_ms = now;
+        rc = mizan_upstream_parse_feed(&cn->parse, cn->in, cn->in_len, &used);
+    }
+    if (rc == MIZAN_UPARSE_MORE) {
+        if (used > 0) {
+            memmove(cn->in, cn->in + used, cn->in_len - used);
+            cn->in_len -= used;
+        }
+        if (now >= c->deadline) {
+            timeout_active(c, "no answer before the function's deadline");
+            return;
+        }
+        struct timeval tv = busy_tv(c, now);
+        event_add(cn->rev, &tv);
+        return;
+    }
+    if (rc == MIZAN_UPARSE_BAD) {
+        attempt_end(c, OUT_INVALID, "an unreadable answer", true);
+        return;
+    }
+    /* A whole answer. */
+    mizan_upstream_parse_t *ps = &cn->parse;
+    if (used < cn->in_len) {
+        c->doubt = "bytes arrived past the end of an answer";
+        c->violation = true;
+    } else {
+        c->doubt = ps->doubt;
+        c->violation = ps->violation;
+    }
+    cn->in_len = 0;
+    c->resp.len = 0;
+    if (buf_add(&c->resp, ps->body, ps->body_len) < 0) {
+        attempt_end(c, OUT_INVALID, "out of memory", true);
+        return;
+    }
+    c->resp.p[c->resp.len] = '\0';
+    if (ps->body_cap > KEEP_MAX)
+        mizan_upstream_parse_deinit(ps); /* one large answer does not pin its buffer */
+    c->status = ps->status;
     c->outcome = OUT_RESPONSE;
-    kick(c);
+    settle(c);
 }
 
-/* ---- sending ---------------------------------------------------------------- */
-
-static void add_header(struct evkeyvalq *h, const char *name, const char *value)
+/* The connection's write event: connect() finished or timed out, or the request can go on. */
+static void on_write(evutil_socket_t fd, short what, void *arg)
 {
-    evhttp_remove_header(h, name);
-    evhttp_add_header(h, name, value);
+    conn_t *cn = arg;
+    call_t *c = cn->call;
+    if (c == NULL || c->outcome != OUT_NONE)
+        return;
+    if (what & EV_TIMEOUT) {
+        if (now_ms() >= c->deadline)
+            timeout_active(c, "no answer before the function's deadline");
+        else if (cn->connecting) /* not established within connect_timeout_ms: a connection failure */
+            attempt_end(c, OUT_CONNECT, "it could not be established in time", true);
+        else /* the service stopped reading the request */
+            timeout_active(c, "the connection went silent past idle_timeout_ms");
+        return;
+    }
+    if (cn->connecting) {
+        int e = 0;
+        socklen_t el = sizeof(e);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0 || e != 0) {
+            attempt_end(c, OUT_CONNECT, "connect failed", true);
+            return;
+        }
+        cn->connecting = false;
+    }
+    send_more(c);
+}
+
+/* Opens cn's socket towards its pool's service; -1 when that failed at once. */
+static int conn_open(conn_t *cn, upstream_loop_t *ul)
+{
+    pool_t *p = cn->pool;
+    if (cn->rev == NULL) {
+        cn->rev = event_new(ul->base, -1, 0, on_read, cn);
+        cn->wev = event_new(ul->base, -1, 0, on_write, cn);
+        if (cn->rev == NULL || cn->wev == NULL)
+            return -1;
+    }
+    int fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    atomic_fetch_add_explicit(&p->up->n_connections, 1, memory_order_relaxed);
+    int rc = connect(fd, (struct sockaddr *)&p->sa, p->salen);
+    if (rc < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    cn->fd = fd;
+    cn->connecting = rc < 0;
+    cn->in_len = 0;
+    event_assign(cn->rev, ul->base, fd, EV_READ | EV_PERSIST, on_read, cn);
+    event_assign(cn->wev, ul->base, fd, EV_WRITE, on_write, cn);
+    return 0;
+}
+
+/* Writes what is left of c's request; waits for the socket when it is full. */
+static void send_more(call_t *c)
+{
+    conn_t *cn = c->conn;
+    while (c->sent < c->req.len) {
+        ssize_t w = send(cn->fd, c->req.p + c->sent, c->req.len - c->sent, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                long long now = now_ms();
+                struct timeval tv = busy_tv(c, now);
+                event_add(cn->wev, &tv);
+                return;
+            }
+            attempt_end(c, OUT_CONNECT, "the connection failed", true);
+            return;
+        }
+        c->sent += (size_t)w;
+    }
 }
 
 /* Sends c's request on cn (never settles synchronously). */
 static void dispatch(call_t *c, conn_t *cn)
 {
-    const mizan_upstream_fn_t *spec = c->spec;
-    mizan_upstream_t *up = c->pool->up;
-    upstream_loop_t *loop = c->ul;
     c->state = C_ACTIVE;
     c->conn = cn;
+    free_del(cn);
     cn->call = c;
     c->attempts++;
-    if (cn->evcon != NULL && stray_bytes(cn))
-        drop_conn(cn, "bytes arrived on it while it was idle", true);
-    if (cn->evcon == NULL) {
-        cn->evcon = evhttp_connection_base_new(loop->base, NULL, up->address, (unsigned short)up->port);
-        if (cn->evcon == NULL) {
-            c->outcome = OUT_CONNECT;
-            kick(c);
-            return;
-        }
-        evhttp_connection_set_retries(cn->evcon, 0);
-        struct timeval idle = {up->idle_timeout_ms / 1000, (up->idle_timeout_ms % 1000) * 1000};
-        evhttp_connection_set_timeout_tv(cn->evcon, &idle);
-        evhttp_connection_set_max_body_size(cn->evcon, (ev_ssize_t)up->max_response_bytes);
-        evhttp_connection_set_max_headers_size(cn->evcon, 65536);
-    }
-    struct evhttp_request *req = evhttp_request_new(on_done, c);
-    if (req == NULL) {
-        c->outcome = OUT_CONNECT;
-        kick(c);
+    c->sent = 0;
+    c->doubt = NULL;
+    c->violation = false;
+    evtimer_del(c->timer);
+    long long now = now_ms();
+    cn->last_ms = now;
+    if (cn->fd < 0 && conn_open(cn, c->ul) < 0) {
+        attempt_end(c, OUT_CONNECT, NULL, false);
         return;
     }
-    evhttp_request_set_error_cb(req, on_error);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Host", up->host_header);
-    evhttp_add_header(h, "Accept", "application/json");
-    for (size_t i = 0; i < up->nheaders; i++)
-        add_header(h, up->headers[i].name, up->headers[i].value);
-    for (size_t i = 0; i < spec->nheaders; i++)
-        add_header(h, spec->headers[i].name, spec->headers[i].value);
-    if (c->rid[0] != '\0')
-        evhttp_add_header(h, "X-Request-Id", c->rid);
-    if (c->id_sub != NULL) {
-        if (up->sub_header != NULL)
-            evhttp_add_header(h, up->sub_header, c->id_sub);
-        if (up->staff_header != NULL)
-            evhttp_add_header(h, up->staff_header, c->id_staff ? "true" : "false");
-        if (up->superuser_header != NULL)
-            evhttp_add_header(h, up->superuser_header, c->id_superuser ? "true" : "false");
-        if (up->perms_header != NULL)
-            evhttp_add_header(h, up->perms_header, c->id_perms != NULL ? c->id_perms : "");
+    mizan_upstream_parse_begin(&cn->parse);
+    cn->parse.max_head = HEAD_MAX;
+    cn->parse.max_body = c->pool->up->max_response_bytes;
+    struct timeval tv = busy_tv(c, now);
+    if (event_add(cn->rev, &tv) < 0) {
+        attempt_end(c, OUT_CONNECT, "cannot watch it", false);
+        return;
     }
-    if (c->bearer != NULL)
-        evhttp_add_header(h, "Authorization", c->bearer);
-    if (c->payload != NULL) {
-        char len[32];
-        snprintf(len, sizeof(len), "%zu", c->payload_len);
-        evhttp_add_header(h, "Content-Type", "application/json");
-        evhttp_add_header(h, "Content-Length", len);
-        evbuffer_add(evhttp_request_get_output_buffer(req), c->payload, c->payload_len);
-    } else if (spec->method == EVHTTP_REQ_POST || spec->method == EVHTTP_REQ_PUT ||
-               spec->method == EVHTTP_REQ_PATCH) {
-        evhttp_add_header(h, "Content-Length", "0");
+    if (cn->connecting) {
+        long long ct = c->pool->up->connect_timeout_ms, left = c->deadline - now;
+        struct timeval ctv = ms_tv(ct < left ? ct : left);
+        if (event_add(cn->wev, &ctv) < 0)
+            attempt_end(c, OUT_CONNECT, "cannot watch it", false);
+        return;
     }
-    bool fresh = !connected(cn);
-    if (fresh)
-        atomic_fetch_add_explicit(&up->n_connections, 1, memory_order_relaxed);
-    long long now = now_ms();
-    c->connect_check = fresh && now + up->connect_timeout_ms < c->deadline;
-    arm(c, c->connect_check ? now + up->connect_timeout_ms : c->deadline);
-    c->req = req;
-    if (evhttp_make_request(cn->evcon, req, (enum evhttp_cmd_type)spec->method, c->uri) != 0) {
-        /* evhttp freed the request. */
-        c->req = NULL;
-        if (c->outcome == OUT_NONE)
-            c->outcome = OUT_CONNECT;
-        kick(c);
+    /* Written at once on an established connection; a failure settles on the next turn. */
+    while (c->sent < c->req.len) {
+        ssize_t w = send(cn->fd, c->req.p + c->sent, c->req.len - c->sent, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                event_add(cn->wev, &tv);
+                return;
+            }
+            attempt_end(c, OUT_CONNECT, "the connection failed", false);
+            return;
+        }
+        c->sent += (size_t)w;
     }
 }
 
@@ -665,11 +859,10 @@ static void answer(call_t *c)
 {
     mizan_upstream_t *up = c->pool->up;
     int st = c->status;
-    json_error_t jerr;
-    json_t *doc = c->resp_len > 0 ? json_loadb(c->resp, c->resp_len, JSON_DECODE_ANY, &jerr) : NULL;
+    json_t *doc = c->resp.len > 0 ? mizan_json_read(c->resp.p, c->resp.len) : NULL;
     if (st >= 200 && st <= 299) {
         breaker_judge(c, true);
-        json_t *whole = c->resp_len == 0 ? json_null() : doc;
+        json_t *whole = c->resp.len == 0 ? json_null() : doc;
         if (whole == NULL) {
             atomic_fetch_add_explicit(&up->n_invalid, 1, memory_order_relaxed);
             log_call(MIZAN_LOG_WARN, c, "a success answer whose body is not JSON", st);
@@ -753,17 +946,26 @@ static bool retryable(const call_t *c, long long now)
            (up->breaker_failures == 0 || atomic_load_explicit(&up->open_until, memory_order_relaxed) == 0);
 }
 
+/* The call's deadline (or idle_timeout_ms of silence) passed on its connection: cancel it. */
+static void timeout_active(call_t *c, const char *what)
+{
+    mizan_upstream_t *up = c->pool->up;
+    drop_conn(c->conn, "cancelled", false);
+    release_conn(c);
+    breaker_judge(c, false);
+    atomic_fetch_add_explicit(&up->n_timeout, 1, memory_order_relaxed);
+    log_call(MIZAN_LOG_WARN, c, what, 0);
+    fail(c, MIZAN_TIMEOUT, "the upstream service did not answer in time", NULL);
+}
+
 /* Consumes the outcome of the attempt that just ended. */
 static void settle(call_t *c)
 {
     outcome_t o = c->outcome;
     mizan_upstream_t *up = c->pool->up;
     c->outcome = OUT_NONE;
-    c->req = NULL;
     if (c->doubt != NULL)
         drop_conn(c->conn, c->doubt, c->violation);
-    else if (o == OUT_RESPONSE && c->conn != NULL && stray_bytes(c->conn))
-        drop_conn(c->conn, "bytes arrived past the end of an answer", true);
     c->doubt = NULL;
     release_conn(c);
     long long now = now_ms();
@@ -829,30 +1031,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         acquire(c);
         return;
     case C_ACTIVE:
-        if (now >= c->deadline) {
-            abort_attempt(c);
-            release_conn(c);
-            breaker_judge(c, false);
-            atomic_fetch_add_explicit(&up->n_timeout, 1, memory_order_relaxed);
-            log_call(MIZAN_LOG_WARN, c, "no answer before the function's deadline", 0);
-            fail(c, MIZAN_TIMEOUT, "the upstream service did not answer in time", NULL);
-            return;
-        }
-        if (c->connect_check) {
-            c->connect_check = false;
-            if (!connected(c->conn)) {
-                /* Not established within connect_timeout_ms: a connection failure. */
-                abort_attempt(c);
-                c->outcome = OUT_CONNECT;
-                settle(c);
-                return;
-            }
-        }
-        arm(c, c->deadline);
-        return;
     case C_NEW:
     default:
-        return;
+        return; /* the connection's events watch an active call */
     }
 }
 
@@ -864,43 +1045,46 @@ static bool unreserved(unsigned char ch)
            ch == '.' || ch == '_' || ch == '~';
 }
 
-static void encode(struct evbuffer *b, const char *s, size_t n)
+/* Appends s[0..n) percent-encoded. -1 when out of memory. */
+static int encode(buf_t *b, const char *s, size_t n)
 {
+    static const char hex[] = "0123456789ABCDEF";
+    if (buf_reserve(b, n * 3) < 0)
+        return -1;
+    char *o = b->p + b->len;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (unreserved(ch))
-            evbuffer_add(b, &s[i], 1);
-        else
-            evbuffer_add_printf(b, "%%%02X", ch);
+        if (unreserved(ch)) {
+            *o++ = (char)ch;
+        } else {
+            *o++ = '%';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        }
     }
+    b->len = (size_t)(o - b->p);
+    return 0;
 }
 
-/* The text form of v (borrowed), as a new string: a string as is, numbers
- * in shortest round-trip form, true/false, objects and arrays as compact
- * JSON; NULL for null or when out of memory. */
-static char *scalar_text(const json_t *v)
+/* The text form of a non-string scalar v (borrowed) into buf (cap 64): numbers
+ * in shortest round-trip form, true/false. Its length, or -1 for anything else. */
+static int scalar_text(const json_t *v, char *buf, size_t cap)
 {
-    char buf[64];
-    if (json_is_string(v))
-        return strndup(json_string_value(v), json_string_length(v));
-    if (json_is_integer(v)) {
-        snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return strdup(buf);
-    }
+    if (json_is_integer(v))
+        return snprintf(buf, cap, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     if (json_is_real(v)) {
         double d = json_real_value(v);
+        int n = 0;
         for (int prec = 1; prec <= 17; prec++) {
-            snprintf(buf, sizeof(buf), "%.*g", prec, d);
+            n = snprintf(buf, cap, "%.*g", prec, d);
             if (strtod(buf, NULL) == d)
                 break;
         }
-        return strdup(buf);
+        return n;
     }
     if (json_is_boolean(v))
-        return strdup(json_is_true(v) ? "true" : "false");
-    if (json_is_null(v))
-        return NULL;
-    return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        return snprintf(buf, cap, "%s", json_is_true(v) ? "true" : "false");
+    return -1;
 }
 
 static bool listed(char *const *list, size_t n, const char *name)
@@ -930,30 +1114,36 @@ static mizan_upstream_place_t place_of(const mizan_upstream_fn_t *s, const char 
 }
 
 /* Appends v (borrowed) percent-encoded: a string's bytes as they are (NUL
- * included), anything else in its text form. -1 when out of memory. */
-static int encode_value(struct evbuffer *b, const json_t *v)
+ * included), a number or boolean in its text form, an object or array as
+ * compact JSON. -1 when out of memory (or for null, which callers leave out). */
+static int encode_value(buf_t *b, const json_t *v)
 {
-    if (json_is_string(v)) {
-        encode(b, json_string_value(v), json_string_length(v));
-        return 0;
-    }
-    char *text = scalar_text(v);
-    if (text == NULL)
+    if (json_is_string(v))
+        return encode(b, json_string_value(v), json_string_length(v));
+    char text[64];
+    int n = scalar_text(v, text, sizeof(text));
+    if (n >= 0)
+        return encode(b, text, (size_t)n);
+    if (json_is_null(v))
         return -1;
-    encode(b, text, strlen(text));
-    free(text);
-    return 0;
+    char *dump = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    if (dump == NULL)
+        return -1;
+    int rc = encode(b, dump, strlen(dump));
+    free(dump);
+    return rc;
 }
 
 /* Appends "?name=value" or "&name=value" (v borrowed); null values are left out. */
-static int add_query_pair(struct evbuffer *b, bool *first, const char *name, const json_t *v)
+static int add_query_pair(buf_t *b, bool *first, const char *name, const json_t *v)
 {
     if (json_is_null(v))
         return 0;
-    evbuffer_add(b, *first ? "?" : "&", 1);
+    if (buf_add(b, *first ? "?" : "&", 1) < 0)
+        return -1;
     *first = false;
-    encode(b, name, strlen(name));
-    evbuffer_add(b, "=", 1);
+    if (encode(b, name, strlen(name)) < 0 || buf_add(b, "=", 1) < 0)
+        return -1;
     return encode_value(b, v);
 }
 
@@ -963,38 +1153,102 @@ static json_t *arg_violation(const char *name, const char *msg)
     return json_pack("[{s:[s,s], s:s, s:s}]", "loc", "args", name, "msg", msg, "type", "upstream");
 }
 
-static char *take_string(struct evbuffer *b)
+/* True when s can be sent as a header value (no control characters). */
+static bool header_safe(const char *s)
 {
-    size_t n = evbuffer_get_length(b);
-    char *s = malloc(n + 1);
-    if (s == NULL)
-        return NULL;
-    evbuffer_remove(b, s, n);
-    s[n] = '\0';
-    return s;
+    for (const unsigned char *q = (const unsigned char *)s; *q; q++)
+        if ((*q < 0x20 && *q != '\t') || *q == 0x7f)
+            return false;
+    return true;
+}
+
+/* Appends "name: value\r\n". */
+static int add_header(buf_t *b, const char *name, const char *value)
+{
+    size_t nn = strlen(name), vn = strlen(value);
+    if (buf_reserve(b, nn + vn + 4) < 0)
+        return -1;
+    char *o = b->p + b->len;
+    memcpy(o, name, nn);
+    o += nn;
+    *o++ = ':';
+    *o++ = ' ';
+    memcpy(o, value, vn);
+    o += vn;
+    *o++ = '\r';
+    *o++ = '\n';
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+static int dump_to_buf(const char *s, size_t n, void *arg)
+{
+    return buf_add(arg, s, n);
+}
+
+/* The identity headers of c's caller; 1 when a claim cannot be sent in a header, -1 when out of memory. */
+static int add_identity(call_t *c, buf_t *b)
+{
+    const mizan_upstream_fn_t *s = c->spec;
+    const mizan_upstream_t *up = s->up;
+    const mizan_identity_t *id = &c->job->caller->id;
+    if (id->sub == NULL || s->no_identity)
+        return 0;
+    bool safe = true;
+    for (const unsigned char *q = (const unsigned char *)id->sub; safe && *q; q++)
+        safe = *q >= 0x20 && *q != 0x7f;
+    for (size_t i = 0; safe && i < id->nperms; i++)
+        for (const unsigned char *q = (const unsigned char *)id->perms[i]; safe && *q; q++)
+            safe = *q >= 0x20 && *q != 0x7f && *q != ',';
+    if (!safe)
+        return 1;
+    int rc = 0;
+    if (up->sub_header != NULL)
+        rc |= add_header(b, up->sub_header, id->sub);
+    if (up->staff_header != NULL)
+        rc |= add_header(b, up->staff_header, id->staff ? "true" : "false");
+    if (up->superuser_header != NULL)
+        rc |= add_header(b, up->superuser_header, id->superuser ? "true" : "false");
+    if (up->perms_header != NULL) {
+        rc |= buf_str(b, up->perms_header) | buf_add(b, ": ", 2);
+        for (size_t i = 0; i < id->nperms; i++) {
+            if (i > 0)
+                rc |= buf_add(b, ",", 1);
+            rc |= buf_str(b, id->perms[i]);
+        }
+        rc |= buf_add(b, "\r\n", 2);
+    }
+    const char *tok = c->job->caller != NULL ? c->job->caller->token : NULL;
+    if (up->forward_token && tok != NULL && header_safe(tok))
+        rc |= buf_add(b, "Authorization: Bearer ", 22) | buf_str(b, tok) | buf_add(b, "\r\n", 2);
+    return rc != 0 ? -1 : 0;
 }
 
 /*
- * Builds the URI and body from the job's args, and the identity headers
- * from its caller. -1 after failing the call (which is then freed).
+ * Prints c's whole request into c->req from the job's args and caller
+ * (c->resp holds the JSON body meanwhile). -1 after failing the call
+ * (which is then recycled).
  */
 static int build(call_t *c)
 {
     const mizan_upstream_fn_t *s = c->spec;
     const mizan_upstream_t *up = s->up;
     const json_t *args = c->job->args;
-    struct evbuffer *b = evbuffer_new();
+    buf_t *b = &c->req;
     json_t *body = s->has_body ? json_object() : NULL;
     int rc = -1;
-    if (b == NULL || (s->has_body && body == NULL)) {
-        fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
-        goto done;
-    }
-    evbuffer_add(b, up->base_path, strlen(up->base_path));
+    b->len = 0;
+    c->resp.len = 0;
+    if ((s->has_body && body == NULL) || buf_str(b, s->method_name) < 0 || buf_add(b, " ", 1) < 0)
+        goto oom;
+    size_t target = b->len;
+    if (buf_str(b, up->base_path) < 0)
+        goto oom;
     for (size_t i = 0; i < s->nsegs; i++) {
         const mizan_upstream_seg_t *seg = &s->segs[i];
         if (!seg->is_arg) {
-            evbuffer_add(b, seg->text, strlen(seg->text));
+            if (buf_str(b, seg->text) < 0)
+                goto oom;
             continue;
         }
         const json_t *v = json_object_get(args, seg->text);
@@ -1009,13 +1263,11 @@ static int build(call_t *c)
                  arg_violation(seg->text, "cannot be empty, \".\" or \"..\" in the upstream path"));
             goto done;
         }
-        if (encode_value(b, v) < 0) {
-            fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
-            goto done;
-        }
+        if (encode_value(b, v) < 0)
+            goto oom;
     }
-    if (evbuffer_get_length(b) == 0)
-        evbuffer_add(b, "/", 1);
+    if (b->len == target && buf_add(b, "/", 1) < 0)
+        goto oom;
     bool first = true;
     const char *key;
     json_t *v;
@@ -1037,79 +1289,70 @@ static int build(call_t *c)
         } else {
             qrc = add_query_pair(b, &first, key, v);
         }
-        if (qrc < 0) {
-            fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
-            goto done;
-        }
+        if (qrc < 0)
+            goto oom;
     }
-    if ((c->uri = take_string(b)) == NULL) {
-        fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
+    if (buf_add(b, s->head, s->head_len) < 0)
+        goto oom;
+    if (c->job->rid[0] != '\0' && header_safe(c->job->rid) && add_header(b, "X-Request-Id", c->job->rid) < 0)
+        goto oom;
+    int id = add_identity(c, b);
+    if (id > 0) {
+        fail(c, MIZAN_BAD_REQUEST, "the token holds a claim that cannot be forwarded in an HTTP header", NULL);
         goto done;
     }
+    if (id < 0)
+        goto oom;
     if (body != NULL) {
-        c->payload = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
-        if (c->payload == NULL) {
-            fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
-            goto done;
-        }
-        c->payload_len = strlen(c->payload);
-    }
-    const mizan_identity_t *id = &c->job->caller->id;
-    if (id->sub != NULL && !s->no_identity) {
-        struct evbuffer *p = evbuffer_new();
-        bool safe = p != NULL;
-        for (const unsigned char *q = (const unsigned char *)id->sub; safe && *q; q++)
-            safe = *q >= 0x20 && *q != 0x7f;
-        for (size_t i = 0; safe && i < id->nperms; i++) {
-            for (const unsigned char *q = (const unsigned char *)id->perms[i]; safe && *q; q++)
-                safe = *q >= 0x20 && *q != 0x7f && *q != ',';
-            if (i > 0)
-                evbuffer_add(p, ",", 1);
-            evbuffer_add(p, id->perms[i], strlen(id->perms[i]));
-        }
-        if (!safe) {
-            if (p != NULL)
-                evbuffer_free(p);
-            fail(c, p == NULL ? MIZAN_INTERNAL_ERROR : MIZAN_BAD_REQUEST,
-                 p == NULL ? "out of memory" : "the token holds a claim that cannot be forwarded in an HTTP header",
-                 NULL);
-            goto done;
-        }
-        c->id_perms = take_string(p);
-        evbuffer_free(p);
-        c->id_sub = strdup(id->sub);
-        c->id_staff = id->staff;
-        c->id_superuser = id->superuser;
-        if (c->id_perms == NULL || c->id_sub == NULL) {
-            fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
-            goto done;
-        }
-        const char *tok = c->job->caller != NULL ? c->job->caller->token : NULL;
-        if (up->forward_token && tok != NULL) {
-            if (asprintf(&c->bearer, "Bearer %s", tok) < 0) {
-                c->bearer = NULL;
-                fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
-                goto done;
-            }
-        }
+        if (json_dump_callback(body, dump_to_buf, &c->resp, JSON_COMPACT | JSON_SORT_KEYS) != 0)
+            goto oom;
+        char len[64];
+        int n = snprintf(len, sizeof(len), "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                         c->resp.len);
+        if (buf_add(b, len, (size_t)n) < 0 || buf_add(b, c->resp.p, c->resp.len) < 0)
+            goto oom;
+        c->resp.len = 0;
+    } else if (s->method == EVHTTP_REQ_POST || s->method == EVHTTP_REQ_PUT || s->method == EVHTTP_REQ_PATCH) {
+        if (buf_str(b, "Content-Length: 0\r\n\r\n") < 0)
+            goto oom;
+    } else if (buf_add(b, "\r\n", 2) < 0) {
+        goto oom;
     }
     rc = 0;
+    goto done;
+oom:
+    fail(c, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
 done:
-    if (b != NULL)
-        evbuffer_free(b);
     json_decref(body);
     return rc;
 }
 
 /* ---- entry points -------------------------------------------------------------- */
 
+/* A call object from the free list, or a new one; NULL when out of memory. */
+static call_t *call_get(upstream_loop_t *ul)
+{
+    call_t *c = ul->spare;
+    if (c != NULL) {
+        ul->spare = c->wnext;
+        memset(c, 0, offsetof(call_t, timer));
+        return c;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    if ((c->timer = evtimer_new(ul->base, on_timer, c)) == NULL) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
 void mizan_upstream_start(mizan_upstream_loop_t *ul, mizan_job_t *job)
 {
     const mizan_upstream_fn_t *spec = job->fn->upstream;
-    call_t *c = calloc(1, sizeof(*c));
-    if (c == NULL || spec == NULL || spec->up->index >= ul->npools ||
-        (c->timer = evtimer_new(ul->base, on_timer, c)) == NULL) {
-        free(c);
+    call_t *c = spec != NULL && spec->up->index < ul->npools ? call_get(ul) : NULL;
+    if (c == NULL) {
         mizan_req_error(job, MIZAN_INTERNAL_ERROR, "out of memory", NULL);
         job->ran = true;
         ul->complete(job);
@@ -1125,7 +1368,6 @@ void mizan_upstream_start(mizan_upstream_loop_t *ul, mizan_job_t *job)
     if (ul->calls != NULL)
         ul->calls->prev = c;
     ul->calls = c;
-    snprintf(c->rid, sizeof(c->rid), "%s", job->rid);
     if (build(c) < 0)
         return;
     mizan_upstream_t *up = spec->up;
@@ -1137,6 +1379,27 @@ void mizan_upstream_start(mizan_upstream_loop_t *ul, mizan_job_t *job)
     }
     c->probe = v == B_PROBE;
     acquire(c);
+}
+
+/* The service's address for connect(); -1 when address is not numeric. */
+static int pool_address(pool_t *p)
+{
+    memset(&p->sa, 0, sizeof(p->sa));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&p->sa;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&p->sa;
+    if (inet_pton(AF_INET, p->up->address, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)p->up->port);
+        p->salen = sizeof(*v4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, p->up->address, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)p->up->port);
+        p->salen = sizeof(*v6);
+        return 0;
+    }
+    return -1;
 }
 
 int mizan_upstream_loop_new(struct event_base *base, const mizan_upstreams_t *ups,
@@ -1157,10 +1420,16 @@ int mizan_upstream_loop_new(struct event_base *base, const mizan_upstreams_t *up
     for (size_t i = 0; i < ups->nups; i++) {
         pool_t *p = &ul->pools[i];
         p->up = ups->ups[i];
+        if (pool_address(p) < 0)
+            return mizan_err_set(err, "upstream %s: address %s is not a numeric IP address", p->up->name,
+                                 p->up->address);
         if ((p->conns = calloc((size_t)p->up->pool_size, sizeof(*p->conns))) == NULL)
             return mizan_err_set(err, "out of memory");
-        for (int k = 0; k < p->up->pool_size; k++)
+        for (int k = 0; k < p->up->pool_size; k++) {
             p->conns[k].pool = p;
+            p->conns[k].fd = -1;
+            free_add(&p->conns[k]);
+        }
     }
     return 0;
 }
@@ -1172,18 +1441,31 @@ void mizan_upstream_loop_free(mizan_upstream_loop_t *ul)
     ul->closing = true;
     while (ul->calls != NULL) {
         call_t *c = ul->calls;
-        abort_attempt(c);
+        if (c->conn != NULL)
+            drop_conn(c->conn, "shutting down", false);
         if (c->state == C_WAITING)
             unwait(c);
         release_conn(c);
         c->outcome = OUT_NONE;
         fail(c, MIZAN_UNAVAILABLE, "the gateway is shutting down", NULL);
     }
+    while (ul->spare != NULL) {
+        call_t *c = ul->spare;
+        ul->spare = c->wnext;
+        call_destroy(c);
+    }
     for (size_t i = 0; ul->pools != NULL && i < ul->npools; i++) {
         pool_t *p = &ul->pools[i];
-        for (int k = 0; p->conns != NULL && k < p->up->pool_size; k++)
-            if (p->conns[k].evcon != NULL)
-                evhttp_connection_free(p->conns[k].evcon);
+        for (int k = 0; p->conns != NULL && k < p->up->pool_size; k++) {
+            conn_t *cn = &p->conns[k];
+            conn_close(cn);
+            if (cn->rev != NULL)
+                event_free(cn->rev);
+            if (cn->wev != NULL)
+                event_free(cn->wev);
+            free(cn->in);
+            mizan_upstream_parse_deinit(&cn->parse);
+        }
         free(p->conns);
     }
     free(ul->pools);
