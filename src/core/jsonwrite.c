@@ -224,7 +224,9 @@ static void put_value(writer_t *w, const json_t *v, int depth)
 mizan_json_write_rc_t mizan_json_write(const json_t *v, size_t flags, char *buf, size_t cap, size_t *len)
 {
     *len = 0;
-    if (v == NULL || (flags & ~(size_t)(JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)) != 0)
+    /* Only the compact form: without JSON_COMPACT jansson puts a space after "," and ":". */
+    if (v == NULL || !(flags & JSON_COMPACT) ||
+        (flags & ~(size_t)(JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)) != 0)
         return MIZAN_JSONW_DECLINED;
     if (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v))
         return MIZAN_JSONW_DECLINED;

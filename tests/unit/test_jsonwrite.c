@@ -65,6 +65,10 @@ Test(jsonwrite, declines_what_jansson_decides)
     cr_assert_eq(mizan_json_write(s, FLAGS | JSON_SORT_KEYS, buf, sizeof(buf), &len), MIZAN_JSONW_DECLINED);
     cr_assert_eq(mizan_json_write(s, JSON_INDENT(2) | JSON_ENCODE_ANY, buf, sizeof(buf), &len), MIZAN_JSONW_DECLINED);
     json_decref(s);
+    /* Without JSON_COMPACT jansson writes ", " and ": ": not the writer's form. */
+    json_t *o = json_pack("{s:i, s:[i, i]}", "a", 1, "b", 2, 3);
+    cr_assert_eq(mizan_json_write(o, JSON_PRESERVE_ORDER, buf, sizeof(buf), &len), MIZAN_JSONW_DECLINED);
+    json_decref(o);
     /* Invalid UTF-8 (an overlong '/', a surrogate, past U+10FFFF): jansson refuses, so the renderer does. */
     const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\x80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
