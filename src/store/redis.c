@@ -888,12 +888,12 @@ static char *resp_len(char *p, char mark, size_t n)
 
 /*
  * Writes the command as RESP into buf (size bytes): a multi-bulk of argc
- * bulk strings. Returns its length, or 0 when it does not fit (hiredis
- * formats it then).
+ * bulk strings, NUL-terminated. Returns its length (without the NUL), or 0
+ * when it does not fit (hiredis formats it then).
  */
 static size_t resp_format(char *buf, size_t size, int argc, const char **argv, const size_t *lens)
 {
-    size_t need = 24;
+    size_t need = 25; /* with the NUL hiredis's command scan stops at */
     for (int i = 0; i < argc; i++)
         need += lens[i] + 26;
     if (need > size)
@@ -906,6 +906,7 @@ static size_t resp_format(char *buf, size_t size, int argc, const char **argv, c
         *p++ = '\r';
         *p++ = '\n';
     }
+    *p = '\0'; /* hiredis looks for the command's name with strchr */
     return (size_t)(p - buf);
 }
 
