@@ -3,6 +3,8 @@
  */
 #include "request.h"
 
+#include "text.h"
+
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,17 +71,6 @@ bool mizan_request_name_valid(const char *s, size_t len)
     return true;
 }
 
-int mizan_request_hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes src[0..n) into a new NUL-terminated string; NULL when malformed
  * (a bad or truncated %-escape, or an encoded NUL). */
 static char *decode_component(const char *src, size_t n, size_t *outlen)
@@ -93,8 +84,8 @@ static char *decode_component(const char *src, size_t n, size_t *outlen)
         if (c == '+') {
             out[j++] = ' ';
         } else if (c == '%') {
-            int hi = i + 1 < n ? mizan_request_hex_digit((unsigned char)src[i + 1]) : -1;
-            int lo = i + 2 < n ? mizan_request_hex_digit((unsigned char)src[i + 2]) : -1;
+            int hi = i + 1 < n ? mizan_hex_digit((unsigned char)src[i + 1]) : -1;
+            int lo = i + 2 < n ? mizan_hex_digit((unsigned char)src[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                 free(out);
                 return NULL;

@@ -35,7 +35,4 @@ json_t *mizan_request_parse_query(const char *query, mizan_err_t *err);
  */
 bool mizan_request_name_valid(const char *s, size_t len);
 
-/** The value of hex digit c (either case), or -1. */
-int mizan_request_hex_digit(int c);
-
 #endif /* MIZAN_REQUEST_H */

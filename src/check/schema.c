@@ -19,6 +19,8 @@
  * pointers stay valid and reading them from many threads is safe.
  */
 #include "schema.h"
+
+#include "text.h"
 #include "schema_format.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -625,15 +627,6 @@ static size_t uri_scheme_len(const char *uri)
     return uri[i] == ':' ? i : 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-        return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
 /* Removes "." and ".." segments from path, in place (RFC 3986 5.2.4).
  * The output is never longer than what is left to read, so one pass
  * can write behind the read position. */
@@ -737,7 +730,8 @@ static void percent_decode(char *s)
     char *o = s;
     for (const char *p = s; *p != '\0'; p++) {
         int hi, lo;
-        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0) {
+        if (p[0] == '%' && (hi = mizan_hex_digit((unsigned char)p[1])) >= 0 &&
+            (lo = mizan_hex_digit((unsigned char)p[2])) >= 0) {
             *o++ = (char)(hi * 16 + lo);
             p += 2;
         } else {

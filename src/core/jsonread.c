@@ -5,6 +5,8 @@
  */
 #include "jsonread.h"
 
+#include "text.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,17 +25,6 @@ static void skip_ws(reader_t *r)
 {
     while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
         r->p++;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /*
@@ -118,7 +109,7 @@ static int read_string(reader_t *r, const char **s, size_t *n, char **owned)
             break;
         int cp = 0;
         for (int i = 0; i < 4; i++) {
-            int h = hexval(q[i]);
+            int h = mizan_hex_digit((unsigned char)q[i]);
             if (h < 0)
                 goto decline;
             cp = cp * 16 + h;

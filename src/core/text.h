@@ -17,4 +17,16 @@ static inline void mizan_text_copy(char *out, size_t size, const char *src)
     out[n] = '\0';
 }
 
+/** The value of one hexadecimal digit (either case), or -1. */
+static inline int mizan_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #endif /* MIZAN_TEXT_H */

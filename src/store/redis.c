@@ -51,6 +51,7 @@
 
 #include "log.h"
 #include "request.h"
+#include "text.h"
 
 /* ------------------------------------------------------------------------ */
 /* The connection's events on the loop                                      */
@@ -197,8 +198,8 @@ static int decode_part(const char *s, size_t n, char *out, size_t cap)
         if (c == '%') {
             if (n - i < 3)
                 return -1;
-            int hi = mizan_request_hex_digit((unsigned char)s[i + 1]);
-            int lo = mizan_request_hex_digit((unsigned char)s[i + 2]);
+            int hi = mizan_hex_digit((unsigned char)s[i + 1]);
+            int lo = mizan_hex_digit((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             c = hi * 16 + lo;
