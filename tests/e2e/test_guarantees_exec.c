@@ -241,15 +241,7 @@ static rawup_t *rawup_start(void)
     rawup_t *u = mz_alloc(sizeof(*u));
     for (int i = 0; i < RAW_MAX_CONNS; i++)
         u->conns[i].fd = -1;
-    u->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(u->lfd >= 0);
-    int one = 1;
-    setsockopt(u->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert(bind(u->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(u->lfd, 64) == 0);
-    socklen_t sl = sizeof(sa);
-    getsockname(u->lfd, (struct sockaddr *)&sa, &sl);
-    u->port = ntohs(sa.sin_port);
+    u->lfd = mz_listen_loopback(64, &u->port);
     u->url = mz_fmt("http://127.0.0.1:%d", u->port);
     cr_assert(pthread_create(&u->thread, NULL, raw_main, u) == 0);
     mz_own(u, rawup_stop, MZ_PHASE_PROC);

@@ -107,6 +107,9 @@ char *mz_read_file(const char *path);
  *  returns the resulting soft limit. */
 long mz_raise_nofile(long want);
 
+/** A listening TCP socket on a free loopback port (*port receives it), with backlog. Asserting. */
+int mz_listen_loopback(int backlog, int *port);
+
 /* ------------------------------------------------------------------------
  * Running commands
  * ---------------------------------------------------------------------- */
