@@ -100,51 +100,35 @@ static uint64_t plan_hash(const mizan_context_t *c, const char *text, size_t len
 }
 
 /*
- * Writes scope "\n" query into out (PLAN_MAX_TEXT bytes) and the scope's
- * length into *slen; returns the text's length, or 0 when the scope cannot
- * be derived or the text is too long to remember.
+ * Writes scope "\n" query into out (PLAN_MAX_TEXT bytes); returns its
+ * length, or 0 when it is too long to remember.
  */
-static size_t plan_text(mizan_exchange_t *ex, const mizan_context_t *c, const char *query, char *out, size_t *slen)
+static size_t plan_text(const char *scope, const char *query, char *out)
 {
-    mizan_err_t err = {{0}};
-    if (mizan_cache_scope(&mizan_api_services(ex)->cache, c, &ex->caller->id, out, PLAN_MAX_TEXT, &err) < 0)
-        return 0;
-    size_t sl = strlen(out), ql = strlen(query);
+    size_t sl = strlen(scope), ql = strlen(query);
     if (sl + 1 + ql >= PLAN_MAX_TEXT)
         return 0;
+    memcpy(out, scope, sl);
     out[sl] = '\n';
     memcpy(out + sl + 1, query, ql + 1);
-    *slen = sl;
     return sl + 1 + ql;
 }
 
-/* Derives the keys of ex's params under scope (NULL: read it again) and
- * remembers them with text in slot (NULL: not remembered). Returns the
- * keys, owned by the slot when remembered, or NULL (uncached). */
+/* Derives the keys of ex's params under scope and remembers them with text
+ * (len bytes, hash h) in slot (NULL: not remembered). Returns the keys,
+ * owned by the slot when remembered and otherwise by *own, or NULL
+ * (uncached). */
 static mizan_cache_keys_t *plan_keys(mizan_exchange_t *ex, const mizan_context_t *c, const char *scope,
                                      const char *text, size_t len, uint64_t h, plan_t **slot, mizan_cache_keys_t **own)
 {
-    mizan_services_t *svc = mizan_api_services(ex);
     mizan_err_t err = {{0}};
-    char buf[PLAN_MAX_TEXT];
-    if (scope == NULL) {
-        if (mizan_cache_scope(&svc->cache, c, &ex->caller->id, buf, sizeof(buf), &err) < 0) {
-            mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", c->name, err.msg);
-            return NULL;
-        }
-        scope = buf;
-    }
-    mizan_cache_keys_t *keys = mizan_cache_keys_new(&svc->cache, c, ex->params, scope, &err);
+    mizan_cache_keys_t *keys = mizan_cache_keys_new(&mizan_api_services(ex)->cache, c, ex->params, scope, &err);
     if (keys == NULL) {
         /* Keys that cannot be derived (e.g. a sub with control bytes): served uncached. */
         mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", c->name, err.msg);
         return NULL;
     }
-    if (slot == NULL) {
-        *own = keys;
-        return keys;
-    }
-    plan_t *p = malloc(sizeof(*p) + len + 1);
+    plan_t *p = slot != NULL ? malloc(sizeof(*p) + len + 1) : NULL;
     if (p == NULL) {
         *own = keys;
         return keys;
@@ -367,9 +351,12 @@ void mizan_context_handle(mizan_exchange_t *ex, const char *name)
         mizan_cache_fetch(&svc->cache, c, NULL, ex->rid, &ex->lookup, looked_up, ex);
         return;
     }
-    char text[PLAN_MAX_TEXT];
-    size_t slen = 0;
-    size_t len = plan_text(ex, c, query != NULL ? query : "", text, &slen);
+    /* The scope: a caller whose keys cannot be derived is served uncached,
+     * after its params were read (a 422 comes first). */
+    char scope[PLAN_MAX_TEXT], text[PLAN_MAX_TEXT];
+    mizan_err_t err = {{0}};
+    bool scoped = mizan_cache_scope(&svc->cache, c, &ex->caller->id, scope, sizeof(scope), &err) == 0;
+    size_t len = scoped ? plan_text(scope, query != NULL ? query : "", text) : 0;
     uint64_t h = len > 0 ? plan_hash(c, text, len) : 0;
     if (len > 0 && svc->plans == NULL)
         svc->plans = calloc(1, sizeof(*svc->plans));
@@ -385,11 +372,11 @@ void mizan_context_handle(mizan_exchange_t *ex, const char *name)
     if (params == NULL)
         return; /* answered (and ended) by read_params */
     ex->params = params;
-    char scope[PLAN_MAX_TEXT];
-    memcpy(scope, text, slen);
-    scope[slen] = '\0';
-    mizan_cache_keys_t *own = NULL;
-    mizan_cache_keys_t *keys = plan_keys(ex, c, len > 0 ? scope : NULL, text, len, h, slot, &own);
+    mizan_cache_keys_t *own = NULL, *keys = NULL;
+    if (scoped)
+        keys = plan_keys(ex, c, scope, text, len, h, slot, &own);
+    else
+        mizan_log(MIZAN_LOG_WARN, "cache key for context %s not derivable: %s", c->name, err.msg);
     ex->external = true;
     mizan_cache_fetch(&svc->cache, c, keys, ex->rid, &ex->lookup, looked_up, ex);
     mizan_cache_keys_free(own);
