@@ -5,6 +5,8 @@
 #define MIZAN_TEXT_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /** Copies src into out (size > 0 bytes), cut short to fit: snprintf("%s") without the formatter. */
@@ -15,6 +17,28 @@ static inline void mizan_text_copy(char *out, size_t size, const char *src)
         n = size - 1;
     memcpy(out, src, n);
     out[n] = '\0';
+}
+
+/**
+ * Grows *buf (malloc'd, *cap bytes; NULL and 0 at first) to hold at least
+ * need bytes, doubling from first. Returns 0, or -1 when out of memory
+ * (*buf and *cap unchanged).
+ */
+static inline int mizan_text_reserve(char **buf, size_t *cap, size_t need, size_t first)
+{
+    if (*buf != NULL && need <= *cap)
+        return 0;
+    if (need > SIZE_MAX / 2)
+        return -1;
+    size_t c = *cap < first ? first : *cap;
+    while (c < need)
+        c *= 2;
+    char *p = realloc(*buf, c);
+    if (p == NULL)
+        return -1;
+    *buf = p;
+    *cap = c;
+    return 0;
 }
 
 /** The value of one hexadecimal digit (either case), or -1. */

@@ -69,6 +69,7 @@
 
 #include "jsonread.h"
 #include "log.h"
+#include "text.h"
 #include "metrics.h"
 #include "token.h"
 #include "upstream_parse.h"
@@ -203,17 +204,7 @@ static void kick(call_t *c)
 /* Room for n more bytes (and a NUL); -1 when out of memory. */
 static int buf_reserve(buf_t *b, size_t n)
 {
-    if (b->len + n + 1 <= b->cap)
-        return 0;
-    size_t cap = b->cap < 512 ? 512 : b->cap;
-    while (cap < b->len + n + 1)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (p == NULL)
-        return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
+    return mizan_text_reserve(&b->p, &b->cap, b->len + n + 1, 512);
 }
 
 static int buf_add(buf_t *b, const void *s, size_t n)

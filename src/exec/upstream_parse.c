@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "text.h"
+
 enum {
     S_HEAD = 0,   /* waiting for the whole status line and headers */
     S_BODY,       /* left bytes of a Content-Length body */
@@ -55,17 +57,7 @@ static mizan_upstream_parse_rc_t bad(mizan_upstream_parse_t *p, const char *why)
 /* Room for n more body bytes and a NUL; -1 when out of memory. */
 static int reserve(mizan_upstream_parse_t *p, size_t n)
 {
-    if (p->body_len + n + 1 <= p->body_cap && p->body != NULL)
-        return 0;
-    size_t cap = p->body_cap < 256 ? 256 : p->body_cap;
-    while (cap < p->body_len + n + 1)
-        cap *= 2;
-    char *b = realloc(p->body, cap);
-    if (b == NULL)
-        return -1;
-    p->body = b;
-    p->body_cap = cap;
-    return 0;
+    return mizan_text_reserve(&p->body, &p->body_cap, p->body_len + n + 1, 256);
 }
 
 /* Appends n body bytes; BAD past max_body. */

@@ -46,6 +46,7 @@
 #include "framing.h"
 #include "log.h"
 #include "metrics.h"
+#include "text.h"
 
 #define SWEEP_MS 500
 /* How long a refused connection is kept to let the client read the answer. */
@@ -330,16 +331,8 @@ static bool head_append(conn_t *c, const char *p, size_t n, size_t max)
 {
     if (c->head_len + n > max)
         return false;
-    if (c->head_len + n > c->head_cap) {
-        size_t cap = c->head_cap > 0 ? c->head_cap : 512;
-        while (cap < c->head_len + n)
-            cap *= 2;
-        char *h = realloc(c->head, cap);
-        if (h == NULL)
-            return false;
-        c->head = h;
-        c->head_cap = cap;
-    }
+    if (mizan_text_reserve(&c->head, &c->head_cap, c->head_len + n, 512) < 0)
+        return false;
     memcpy(c->head + c->head_len, p, n);
     c->head_len += n;
     return true;
@@ -370,10 +363,15 @@ static void head_judge(conn_t *c, const char *head, size_t len)
     }
 }
 
+/* True when a line of n bytes before its LF (at line) is the empty line that ends a head: nothing, or a lone CR. */
+static bool ends_head(const char *line, size_t n)
+{
+    return n == 0 || (n == 1 && line[0] == '\r');
+}
+
 /*
- * Bytes from p through the empty line that ends a head starting at p (the
- * same line rule as the copying path: an empty line or a lone CR before
- * the LF), or 0 when the n bytes do not hold a whole head.
+ * Bytes from p through the empty line that ends a head starting at p, or 0
+ * when the n bytes do not hold a whole head.
  */
 static size_t head_end(const char *p, size_t n)
 {
@@ -382,8 +380,7 @@ static size_t head_end(const char *p, size_t n)
         const char *lf = memchr(p + pos, '\n', n - pos);
         if (lf == NULL)
             return 0;
-        size_t line = (size_t)(lf - (p + pos));
-        if (line == 0 || (line == 1 && p[pos] == '\r'))
+        if (ends_head(p + pos, (size_t)(lf - (p + pos))))
             return (size_t)(lf - p) + 1;
         pos = (size_t)(lf - p) + 1;
     }
@@ -418,8 +415,7 @@ static void feed(conn_t *c, const char *p, size_t n)
             p += take;
             n -= take;
             if (lf != NULL) {
-                size_t line = c->head_len - 1 - c->line_start; /* without its LF */
-                bool blank = line == 0 || (line == 1 && c->head[c->line_start] == '\r');
+                bool blank = ends_head(c->head + c->line_start, c->head_len - 1 - c->line_start);
                 c->line_start = c->head_len;
                 if (blank)
                     head_judge(c, c->head, c->head_len);
