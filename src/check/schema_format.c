@@ -534,12 +534,13 @@ static bool check_uri_template(const char *s, size_t len)
 
 /* An ECMA-262 regular expression: what PCRE2 compiles in the validator's
  * flavour, less the syntax ECMA-262 lacks (Python's (?P...), comment
- * groups, global inline flags, the \a escape). */
+ * groups, global inline flags, the \a escape, the \A \Z \z \G anchors). */
 static bool check_regex(const char *s, size_t len)
 {
     for (size_t i = 0; i + 1 < len; i++) {
         if (s[i] == '\\') {
-            if (s[i + 1] == 'a')
+            char e = s[i + 1];
+            if (e == 'a' || e == 'A' || e == 'Z' || e == 'z' || e == 'G')
                 return false;
             i++;
             continue;

@@ -192,7 +192,10 @@ static counts_t run_dialect(const char *root, const char *dialect, int default_d
         mizan_schema_opts_t opts = {
             .dir = remotes,
             .base_uri = "http://localhost:1234/",
-            .format_assertion = format_file,
+            /* Older suites (Debian's) keep a "format": "regex" group in
+             * optional/ecmascript-regex.json; newer ones moved it to
+             * optional/format/ and have no "format" left in that file. */
+            .format_assertion = format_file || strcmp(names[f], "optional/ecmascript-regex.json") == 0,
             .ignore_unknown = true,
             .dialect = default_dialect,
         };

@@ -14,6 +14,7 @@
 
 #include "params.h"
 #include "schema.h"
+#include "schema_format.h"
 
 static json_t *parse(const char *text)
 {
@@ -241,4 +242,15 @@ Test(schema_vocab, costly_pattern_in_a_branch_refuses)
     e = errors_of("{\"anyOf\": [{\"pattern\": \"(a+)+$\"}, {\"type\": \"string\"}]}", inst, &n);
     cr_assert_eq(n, 1, "%s", e);
     cr_assert(strstr(e, "too costly") != NULL, "%s", e);
+}
+
+/* format "regex" is ECMA-262: the anchors and escapes only PCRE2 knows are refused. */
+Test(schema_format, regex_refuses_what_ecma_262_lacks)
+{
+    static const char *bad[] = {"^a\\Z", "\\Aabc", "abc\\z", "\\Gx", "\\a", "(?P<n>x)", "(?#note)x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert(!mizan_schema_format_check("regex", bad[i], strlen(bad[i])), "%s was accepted", bad[i]);
+    static const char *good[] = {"^a$", "\\bword\\b", "[\\s\\S]*", "\\d{2,3}", "(?<n>x)\\k<n>", "\\u00e9"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        cr_assert(mizan_schema_format_check("regex", good[i], strlen(good[i])), "%s was refused", good[i]);
 }
